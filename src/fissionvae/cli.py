@@ -1,0 +1,123 @@
+"""The ``fissionvae`` command line: thin wrappers over :mod:`fissionvae.api`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from fissionvae import __version__
+from fissionvae.config import ConfigError, load_config
+from fissionvae.models.vae import PATHWAY_HELP
+from fissionvae.runs import RunDirError
+from fissionvae.federation.state import CheckpointError
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a federation (or centralised model) from a config, or resume a run")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", type=Path, help="YAML config (see configs/)")
+    src.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. train.rounds=3 (repeatable)")
+    p.add_argument("--data-dir", type=Path, help="folder with <dataset>/<idx files> (else data.dir, $FISSIONVAE_DATA_DIR, the user cache)")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where new run folders are created (default: runs/)")
+    p.add_argument("--name", help="run folder name (default: <config name>-<timestamp>)")
+    p.add_argument("--max-rounds", type=int, help="stop after this many rounds in this call; resume later")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train)
+
+
+def _add_sample(sub) -> None:
+    p = sub.add_parser("sample", help="generate images of one group from a trained run")
+    p.add_argument("run", type=Path)
+    p.add_argument("--group", required=True, help="group name (or index)")
+    p.add_argument("-n", type=int, default=64, help="number of images (default 64)")
+    p.add_argument("--out", type=Path, required=True, help="PNG grid to write")
+    p.add_argument("--pathway", choices=sorted(PATHWAY_HELP), help="; ".join(f"{k}: {v}" for k, v in PATHWAY_HELP.items()))
+    p.add_argument("--prior-group", help="draw z1 from this group's prior (prior-swap experiment)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_sample)
+
+
+def _add_data(sub) -> None:
+    p = sub.add_parser("data", help="download or verify datasets")
+    dsub = p.add_subparsers(dest="data_cmd", required=True)
+    d = dsub.add_parser("download", help="download MNIST/FashionMNIST with checksum verification")
+    d.add_argument("--dataset", action="append", choices=["mnist", "fashion-mnist"], help="default: both")
+    d.add_argument("--data-dir", type=Path)
+    d.add_argument("--mirror", action="append", help="base URL serving <dataset>/<file> (repeatable; default: the public mirrors)")
+    d.set_defaults(func=cmd_data_download)
+
+
+def _add_config(sub) -> None:
+    p = sub.add_parser("config", help="print the resolved, validated config")
+    p.add_argument("config", type=Path)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_config)
+
+
+def cmd_train(args) -> int:
+    from fissionvae import api
+
+    progress = not args.no_progress
+    if args.resume:
+        state = api.resume(args.resume, args.overrides, args.data_dir, args.max_rounds, progress)
+        print(f"run {args.resume}: {state.round} round(s) done")
+        return 0
+    cfg = load_config(args.config, args.overrides)
+    run = api.train_from_config(cfg, runs_dir=args.runs_dir, name=args.name, data_dir=args.data_dir, max_rounds=args.max_rounds, progress=progress)
+    print(f"run folder: {run.path}")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from fissionvae.api import load_run
+    from fissionvae.viz import save_grid
+
+    model, _ = load_run(args.run)
+    group = int(args.group) if args.group.isdigit() else args.group
+    prior_group = int(args.prior_group) if args.prior_group and args.prior_group.isdigit() else args.prior_group
+    images = model.sample(group, args.n, torch.Generator().manual_seed(args.seed), args.pathway, prior_group)
+    save_grid(images, args.out, nrow=max(1, int(args.n**0.5)))
+    print(f"wrote {args.n} samples of group {args.group} to {args.out}")
+    return 0
+
+
+def cmd_data_download(args) -> int:
+    from fissionvae.data.download import download_dataset
+
+    for name in args.dataset or ["mnist", "fashion-mnist"]:
+        for path in download_dataset(name, args.data_dir, mirrors=args.mirror):
+            print(f"ok {path}")
+    return 0
+
+
+def cmd_config(args) -> int:
+    import yaml
+
+    print(yaml.safe_dump(load_config(args.config, args.overrides).to_dict(), sort_keys=False), end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fissionvae", description="Federated VAEs for non-IID client groups (FedVAE, FissionVAE).")
+    parser.add_argument("--version", action="version", version=f"fissionvae {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_train, _add_sample, _add_data, _add_config):
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, RunDirError, CheckpointError, FileNotFoundError, ValueError) as exc:
+        print(f"fissionvae: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

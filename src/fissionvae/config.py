@@ -1,0 +1,325 @@
+"""Typed run configuration: YAML presets -> dataclasses, strict and validated.
+
+A config file is YAML. It may name a parent preset with ``extends: other.yaml`` (a path
+relative to the file); the child is deep-merged over the parent. Command-line overrides
+(``--set train.rounds=3``) are applied to the merged dictionary before it becomes
+dataclasses. Unknown keys and wrongly typed values are errors that name the dotted key.
+Cross-field rules (e.g. ``wave`` priors need ``latent_dim >= number of groups``) are
+checked by :func:`validate` before any training starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+PRIOR_STRATEGIES = ("identical", "one-hot", "symmetrical", "random", "wave", "learnable")
+KNOWN_DATASETS = ("mnist", "fashion-mnist")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown, mistyped or inconsistent."""
+
+
+@dataclass
+class DecoderConfig:
+    """Architecture of one decoder branch.
+
+    ``kind`` selects p(x|z1): ``mlp`` (hidden widths in ``hidden``) or ``conv``
+    (a linear layer to ``hidden[0]`` channels at 1/4 resolution, then transposed
+    convolutions through ``hidden``). ``latent_hidden`` are the hidden widths of
+    p(z1|z2), used by hierarchical models only.
+    """
+
+    kind: Literal["mlp", "conv"] = "mlp"
+    hidden: list[int] = field(default_factory=lambda: [256, 512])
+    latent_hidden: list[int] = field(default_factory=lambda: [64, 64])
+
+
+@dataclass
+class GroupConfig:
+    """One client group: a source dataset split IID over ``clients`` clients."""
+
+    name: str
+    dataset: str
+    clients: int = 10
+    train_size: int | None = None  # seeded subset of the training split; None = all
+    test_size: int | None = None  # seeded subset of the test split; None = all
+    decoder: DecoderConfig | None = None  # heterogeneous branch; None = model.decoder
+
+
+@dataclass
+class DataConfig:
+    dir: str | None = None  # else $FISSIONVAE_DATA_DIR, else the user cache
+    download: bool = True
+    groups: list[GroupConfig] = field(default_factory=list)
+
+
+@dataclass
+class ModelConfig:
+    latent_dim: int = 16
+    prior: str = "identical"
+    decoder_branches: bool = False
+    hierarchical: bool = False
+    z2_dim: int = 8
+    encoder_hidden: list[int] = field(default_factory=lambda: [512, 256])
+    z2_encoder_hidden: list[int] = field(default_factory=lambda: [64, 64])
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    likelihood: Literal["bernoulli"] = "bernoulli"
+
+
+@dataclass
+class FederationConfig:
+    participation: float = 0.5  # Bernoulli(p) per client per round
+    threads: int = 1  # torch intra-op threads per training process
+
+
+@dataclass
+class TrainConfig:
+    rounds: int = 70
+    local_epochs: int = 5
+    batch_size: int = 32
+    lr: float = 1e-3
+    fused_adam: bool = True
+    centralized_epochs: int = 70
+
+
+@dataclass
+class EvalConfig:
+    test_per_group: int = 1000  # test images per group for the per-round test loss
+    grid_size: int = 64  # images per generation grid written into the run folder
+    recon_per_group: int = 16
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    mode: Literal["federated", "centralized"] = "federated"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @property
+    def group_names(self) -> list[str]:
+        return [g.name for g in self.data.groups]
+
+    @property
+    def effective_rounds(self) -> int:
+        """Rounds the engine runs: centralised training runs one round per epoch."""
+        return self.train.centralized_epochs if self.mode == "centralized" else self.train.rounds
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against annotation ``tp`` (recursively); return the typed value."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        non_none = [a for a in args if a is not type(None)]
+        return _convert(value, non_none[0], key)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{key}: {value!r} is not one of {list(typing.get_args(tp))}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item_tp,) = typing.get_args(tp)
+        return [_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, key)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is bool and not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if not isinstance(value, tp):
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a dict; unknown keys and bad types raise ConfigError."""
+    where = prefix or "config"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        dotted = ", ".join(f"{prefix + '.' if prefix else ''}{k}" for k in unknown)
+        raise ConfigError(f"unknown config key(s): {dotted} (valid here: {sorted(names)})")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        if f.name in data:
+            kwargs[f.name] = _convert(data[f.name], hints[f.name], key)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{key}: required but missing")
+    return cls(**kwargs)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """Return ``base`` with ``override`` merged in (dicts recursively, anything else replaced)."""
+    out = copy.deepcopy(base)
+    for k, v in override.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def load_yaml_with_extends(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """Read a YAML preset, resolving ``extends:`` chains relative to each file."""
+    path = Path(path).resolve()
+    if path in _seen:
+        raise ConfigError(f"{path}: 'extends' cycle through {[str(p) for p in _seen]}")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    base = load_yaml_with_extends(path.parent / parent, _seen + (path,))
+    return deep_merge(base, raw)
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply ``dotted.key=value`` overrides (values parsed as YAML) to a raw config dict.
+
+    List items are addressed by index, e.g. ``data.groups.1.clients=5``.
+    """
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        key, text = item.split("=", 1)
+        value = yaml.safe_load(text) if text.strip() else None
+        _set_dotted(out, key.strip(), value)
+    return out
+
+
+def _set_dotted(tree: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node: Any = tree
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            node = node[_list_index(node, part, parts, i)]
+        else:
+            node = node.setdefault(part, {})
+    last = parts[-1]
+    if isinstance(node, list):
+        node[_list_index(node, last, parts, len(parts) - 1)] = value
+    else:
+        node[last] = value
+
+
+def _list_index(node: list, part: str, parts: list[str], i: int) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise ConfigError(f"--set {'.'.join(parts)}: {'.'.join(parts[:i + 1])} is not an index of a {len(node)}-item list")
+    return int(part)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, raw: dict | None = None) -> RunConfig:
+    """Load, override, type-check and validate a run configuration."""
+    base = load_yaml_with_extends(path) if path is not None else copy.deepcopy(raw or {})
+    cfg = from_dict(RunConfig, apply_overrides(base, overrides or []))
+    validate(cfg)
+    return cfg
+
+
+def save_config(cfg: RunConfig, path: Path) -> None:
+    """Write the resolved configuration atomically as YAML."""
+    from fissionvae.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+# --------------------------------------------------------------------------- rules
+
+
+def validate(cfg: RunConfig) -> None:
+    """Cross-field checks; raises ConfigError naming the offending option."""
+    groups = cfg.data.groups
+    if not groups:
+        raise ConfigError("data.groups: at least one group is required")
+    names = [g.name for g in groups]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"data.groups: group names must be unique, got {names}")
+    for i, g in enumerate(groups):
+        _validate_group(g, f"data.groups[{i}]", cfg)
+    _validate_model(cfg.model, len(groups))
+    _positive(cfg.train, "train", ("rounds", "local_epochs", "batch_size", "centralized_epochs"))
+    if not cfg.train.lr > 0:
+        raise ConfigError(f"train.lr: must be > 0, got {cfg.train.lr}")
+    if not 0.0 < cfg.federation.participation <= 1.0:
+        raise ConfigError(f"federation.participation: must be in (0, 1], got {cfg.federation.participation}")
+    _positive(cfg.federation, "federation", ("threads",))
+    _positive(cfg.eval, "eval", ("test_per_group", "grid_size", "recon_per_group"))
+
+
+def _positive(section: Any, name: str, fields: tuple[str, ...]) -> None:
+    for f in fields:
+        if getattr(section, f) < 1:
+            raise ConfigError(f"{name}.{f}: must be >= 1, got {getattr(section, f)}")
+
+
+def _validate_group(g: GroupConfig, key: str, cfg: RunConfig) -> None:
+    if g.dataset not in KNOWN_DATASETS:
+        raise ConfigError(f"{key}.dataset: unknown dataset {g.dataset!r} (known: {list(KNOWN_DATASETS)})")
+    if g.clients < 1:
+        raise ConfigError(f"{key}.clients: must be >= 1, got {g.clients}")
+    if g.train_size is not None and g.train_size < g.clients:
+        raise ConfigError(f"{key}.train_size: {g.train_size} images cannot be split over {g.clients} client(s)")
+    if g.test_size is not None and g.test_size < 1:
+        raise ConfigError(f"{key}.test_size: must be >= 1, got {g.test_size}")
+    if g.decoder is not None and not cfg.model.decoder_branches:
+        raise ConfigError(f"{key}.decoder: a per-group decoder needs model.decoder_branches: true")
+
+
+def _validate_model(m: ModelConfig, num_groups: int) -> None:
+    if m.prior not in PRIOR_STRATEGIES:
+        raise ConfigError(f"model.prior: {m.prior!r} is not one of {list(PRIOR_STRATEGIES)}")
+    if m.latent_dim < 1 or m.z2_dim < 1:
+        raise ConfigError("model.latent_dim and model.z2_dim must be >= 1")
+    if m.prior == "learnable" and not m.hierarchical:
+        raise ConfigError("model.prior: 'learnable' exists only for hierarchical models (model.hierarchical: true)")
+    if m.prior == "wave" and m.latent_dim < num_groups:
+        raise ConfigError(
+            f"model.prior: 'wave' needs model.latent_dim >= number of groups, got latent_dim={m.latent_dim} for {num_groups} groups"
+        )
+    if m.prior == "one-hot" and m.latent_dim < num_groups:
+        raise ConfigError(
+            f"model.prior: 'one-hot' needs model.latent_dim >= number of groups, got latent_dim={m.latent_dim} for {num_groups} groups"
+        )

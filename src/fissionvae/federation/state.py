@@ -1,0 +1,58 @@
+"""The server state, which is the checkpoint.
+
+Everything a run needs to continue: the completed round count, the global weights (encoder,
+every branch, the prior means), the resolved config and the accumulated wall time. Random
+streams are functions of (seed, round, client), so no RNG state has to be stored; the
+optimiser is re-created at every local update, so there is no optimiser state either.
+Checkpoints are written atomically (temp file + rename): a kill at any moment leaves the
+previous complete checkpoint readable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from fissionvae import __version__
+from fissionvae.io import atomic_write
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable, corrupt or from an incompatible version."""
+
+
+@dataclass
+class ServerState:
+    round: int
+    weights: dict[str, Tensor]
+    config: dict
+    wall_seconds: float = 0.0
+    format_version: int = FORMAT_VERSION
+    package_version: str = __version__
+    extra: dict = field(default_factory=dict)
+
+
+def save_state(state: ServerState, path: str | Path) -> Path:
+    payload = dataclasses.asdict(state) | {"weights": state.weights}
+    return atomic_write(path, lambda fh: torch.save(payload, fh))
+
+
+def load_state(path: str | Path) -> ServerState:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no checkpoint here")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for damaged files
+        raise CheckpointError(f"{path}: checkpoint is corrupt or unreadable ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
+        version = payload.get("format_version") if isinstance(payload, dict) else None
+        raise CheckpointError(f"{path}: checkpoint format {version!r} is not the supported format {FORMAT_VERSION}")
+    names = {f.name for f in dataclasses.fields(ServerState)}
+    return ServerState(**{k: v for k, v in payload.items() if k in names})

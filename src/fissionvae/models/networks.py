@@ -1,0 +1,86 @@
+"""Encoder and decoder networks. All take/return batch-first tensors.
+
+Images are (B, C, H, W) floats in [0, 1]; latent codes are (B, d).
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor, nn
+
+from fissionvae.config import DecoderConfig
+from fissionvae.models.distributions import DiagGaussian
+
+
+def mlp(sizes: list[int], *, final_activation: bool = False) -> nn.Sequential:
+    """Linear layers between consecutive ``sizes`` with ReLU in between."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if final_activation or i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class GaussianMLP(nn.Module):
+    """in_dim -> hidden (ReLU) -> (mean, logvar) of a diagonal Gaussian over out_dim.
+
+    Used for q(z1|x) on flattened images, q(z2|z1) and p(z1|z2).
+    """
+
+    def __init__(self, in_dim: int, hidden: list[int], out_dim: int):
+        super().__init__()
+        self.body = mlp([in_dim, *hidden], final_activation=True) if hidden else nn.Identity()
+        self.head = nn.Linear(hidden[-1] if hidden else in_dim, 2 * out_dim)
+
+    def forward(self, x: Tensor) -> DiagGaussian:
+        mean, logvar = self.head(self.body(x.flatten(1))).chunk(2, dim=-1)
+        return DiagGaussian(mean, logvar)
+
+
+class MLPDecoder(nn.Module):
+    """z -> hidden (ReLU) -> likelihood parameters of shape (B, C*P, H, W)."""
+
+    def __init__(self, latent_dim: int, hidden: list[int], out_shape: tuple[int, int, int]):
+        super().__init__()
+        self.out_shape = out_shape
+        self.net = mlp([latent_dim, *hidden, math.prod(out_shape)])
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z).view(z.shape[0], *self.out_shape)
+
+
+class ConvDecoder(nn.Module):
+    """z -> Linear -> (hidden[0], H/4, W/4) -> transposed convs (x2, x2) -> (C*P, H, W).
+
+    ``hidden`` lists the channel counts before each upsampling; two stride-2 transposed
+    convolutions (kernel 4, padding 1) take 7x7 to 28x28 (8x8 to 32x32).
+    """
+
+    def __init__(self, latent_dim: int, hidden: list[int], out_shape: tuple[int, int, int]):
+        super().__init__()
+        c_out, h, w = out_shape
+        if h % 4 or w % 4:
+            raise ValueError(f"conv decoder needs image sides divisible by 4, got {h}x{w}")
+        if len(hidden) != 2:
+            raise ValueError(f"conv decoder 'hidden' lists 2 channel counts, got {hidden}")
+        self.start = (hidden[0], h // 4, w // 4)
+        self.fc = nn.Sequential(nn.Linear(latent_dim, math.prod(self.start)), nn.ReLU())
+        self.deconv = nn.Sequential(
+            nn.ConvTranspose2d(hidden[0], hidden[1], 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(hidden[1], c_out, 4, stride=2, padding=1),
+        )
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.deconv(self.fc(z).view(z.shape[0], *self.start))
+
+
+def build_image_decoder(cfg: DecoderConfig, latent_dim: int, out_shape: tuple[int, int, int]) -> nn.Module:
+    """p(x|z1) network of the kind named in the decoder config."""
+    if cfg.kind == "mlp":
+        return MLPDecoder(latent_dim, cfg.hidden, out_shape)
+    if cfg.kind == "conv":
+        return ConvDecoder(latent_dim, cfg.hidden, out_shape)
+    raise ValueError(f"unknown decoder kind {cfg.kind!r}")

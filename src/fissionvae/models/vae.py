@@ -1,0 +1,221 @@
+"""One VAE interface for every FissionVAE variant (Table 1 of the paper).
+
+``FissionVAE`` covers FedVAE, +L, +D, +L+D and +H+L+D, selected by ``ModelConfig``:
+
+- ``encoder.x`` is q(z1|x); hierarchical models add ``encoder.z1`` = q(z2|z1). The encoder is
+  shared by all groups and aggregated over every participant.
+- ``branches[b]`` is one decoder branch: ``x`` = p(x|z1), ``likelihood`` (pixel model) and, for
+  hierarchical models, ``z1`` = p(z1|z2). With ``decoder_branches`` there is one branch per
+  group (aggregated within the group), otherwise one shared branch.
+- ``prior_means[g]`` is the mean of group g's prior N(mu_g, I) on z1 (a buffer, never trained
+  or aggregated); ``learnable`` models have no fixed z1 prior.
+
+``terms(x, group_ids, generator)`` returns named per-image terms; ``loss`` is the training
+objective (Eq. 3 with the group prior for flat models, Eq. 10 for hierarchical ones) and
+``neg_elbo`` the negative ELBO (Eq. 3 / Eq. 9) that evaluation reports.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from fissionvae.config import DecoderConfig, ModelConfig, RunConfig
+from fissionvae.models.distributions import DiagGaussian
+from fissionvae.models.likelihoods import build_likelihood
+from fissionvae.models.networks import GaussianMLP, build_image_decoder
+from fissionvae.models.priors import prior_means
+from fissionvae.seeding import stream_seed
+
+PATHWAYS = ("z2", "z1-z2-z1", "z1")
+PATHWAY_HELP = {
+    "z2": "z2 ~ N(0, I) -> p(z1|z2) -> p(x|z1) (hierarchical default, Table 7 row 3)",
+    "z1-z2-z1": "z1 ~ p_g(z1) -> q(z2|z1) -> p(z1|z2) -> p(x|z1) (Table 7 row 1)",
+    "z1": "z1 ~ p_g(z1) -> p(x|z1) (flat models; Table 7 row 2)",
+}
+
+
+class Branch(nn.Module):
+    """One decoder branch: p(x|z1), its pixel likelihood and (hierarchical) p(z1|z2)."""
+
+    def __init__(self, cfg: DecoderConfig, model: ModelConfig, image_shape: tuple[int, int, int]):
+        super().__init__()
+        self.likelihood = build_likelihood(model.likelihood)
+        c, h, w = image_shape
+        self.x = build_image_decoder(cfg, model.latent_dim, (c * self.likelihood.param_channels, h, w))
+        self.z1 = GaussianMLP(model.z2_dim, cfg.latent_hidden, model.latent_dim) if model.hierarchical else None
+
+    def image_params(self, z1: Tensor) -> Tensor:
+        return self.x(z1)
+
+
+class FissionVAE(nn.Module):
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        group_names: list[str],
+        image_shape: tuple[int, int, int] = (1, 28, 28),
+        group_decoders: list[DecoderConfig | None] | None = None,
+        prior_seed: int = 0,
+    ):
+        super().__init__()
+        self.cfg = cfg
+        self.group_names = list(group_names)
+        self.image_shape = tuple(image_shape)
+        self.hierarchical = cfg.hierarchical
+        self.encoder = nn.ModuleDict({"x": GaussianMLP(math.prod(image_shape), cfg.encoder_hidden, cfg.latent_dim)})
+        if cfg.hierarchical:
+            self.encoder["z1"] = GaussianMLP(cfg.latent_dim, cfg.z2_encoder_hidden, cfg.z2_dim)
+        overrides = group_decoders or [None] * len(group_names)
+        branch_cfgs = [o or cfg.decoder for o in overrides] if cfg.decoder_branches else [cfg.decoder]
+        self.branches = nn.ModuleList(Branch(bc, cfg, self.image_shape) for bc in branch_cfgs)
+        means = prior_means(cfg.prior, len(group_names), cfg.latent_dim, prior_seed)
+        self.has_fixed_prior = means is not None
+        self.register_buffer("prior_means", means if means is not None else torch.zeros(len(group_names), cfg.latent_dim))
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def num_groups(self) -> int:
+        return len(self.group_names)
+
+    def group_index(self, group: int | str) -> int:
+        if isinstance(group, str):
+            if group not in self.group_names:
+                raise ValueError(f"unknown group {group!r}; this model has groups {self.group_names}")
+            return self.group_names.index(group)
+        if not 0 <= group < self.num_groups:
+            raise ValueError(f"group index {group} out of range for {self.num_groups} groups")
+        return group
+
+    def branch_index(self, group: int) -> int:
+        return group if len(self.branches) > 1 else 0
+
+    def owned_prefixes(self, groups: list[int]) -> tuple[str, ...]:
+        """State-dict key prefixes a client holding ``groups`` trains and sends back."""
+        branches = sorted({self.branch_index(g) for g in groups})
+        return ("encoder.", *(f"branches.{b}." for b in branches))
+
+    def owned_keys(self, groups: list[int]) -> list[str]:
+        prefixes = self.owned_prefixes(groups)
+        return [k for k in self.state_dict() if k.startswith(prefixes)]
+
+    def owned_parameters(self, groups: list[int]) -> list[nn.Parameter]:
+        prefixes = self.owned_prefixes(groups)
+        return [p for k, p in self.named_parameters() if k.startswith(prefixes)]
+
+    # ------------------------------------------------------------------ inference
+    def encode(self, x: Tensor) -> DiagGaussian:
+        """q(z1|x)."""
+        return self.encoder["x"](x)
+
+    def terms(self, x: Tensor, group_ids: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Named per-image loss terms in nats (each of shape (B,)), incl. ``loss`` and ``neg_elbo``."""
+        q1 = self.encode(x)
+        z1 = q1.rsample(generator)
+        out: dict[str, Tensor] = {}
+        if self.has_fixed_prior:
+            out["kl_prior"] = q1.kl_to_unit(self.prior_means[group_ids])
+        if self.hierarchical:
+            q2 = self.encoder["z1"](z1)
+            z2 = q2.rsample(generator)
+            out["kl_z2"] = q2.kl_to_unit()
+        else:
+            z2 = None
+        out.update(self._per_branch(group_ids, lambda br, idx: self._branch_terms(br, x, q1, z1, z2, idx, generator)))
+        return self._totals(out)
+
+    def _branch_terms(self, br: Branch, x, q1, z1, z2, idx, generator) -> dict[str, Tensor]:
+        sel = (lambda t: t) if idx is None else (lambda t: t[idx])
+        terms = {"recon": br.likelihood.nll(br.image_params(sel(z1)), sel(x))}
+        if z2 is not None:
+            p1 = br.z1(sel(z2))
+            terms["kl_z1"] = DiagGaussian(sel(q1.mean), sel(q1.logvar)).kl(p1)
+            terms["recon_z2"] = br.likelihood.nll(br.image_params(p1.rsample(generator)), sel(x))
+        return terms
+
+    def _per_branch(self, group_ids: Tensor, fn) -> dict[str, Tensor]:
+        """Apply ``fn(branch, index)`` per branch present in the batch and reassemble per image."""
+        branch_ids = group_ids if len(self.branches) > 1 else torch.zeros_like(group_ids)
+        present = torch.unique(branch_ids).tolist()
+        if len(present) == 1:
+            return fn(self.branches[present[0]], None)
+        out: dict[str, Tensor] = {}
+        for b in present:
+            idx = (branch_ids == b).nonzero(as_tuple=True)[0]
+            for name, value in fn(self.branches[b], idx).items():
+                if name not in out:
+                    out[name] = value.new_zeros((group_ids.shape[0], *value.shape[1:]))
+                out[name] = out[name].index_copy(0, idx, value)
+        return out
+
+    def _totals(self, t: dict[str, Tensor]) -> dict[str, Tensor]:
+        if self.hierarchical:
+            t["neg_elbo"] = t["recon"] + t["kl_z2"] + t["kl_z1"]
+            t["loss"] = t["neg_elbo"] + t["recon_z2"] + t.get("kl_prior", 0.0)
+        else:
+            t["neg_elbo"] = t["recon"] + t["kl_prior"]
+            t["loss"] = t["neg_elbo"]
+        return t
+
+    # ------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor, group_ids: Tensor) -> Tensor:
+        """Mean image of p(x|z1) at z1 = mean of q(z1|x), through each image's branch."""
+        z1 = self.encode(x).mean
+        out = self._per_branch(group_ids, lambda br, idx: {"img": br.likelihood.mean(br.image_params(z1 if idx is None else z1[idx])).flatten(1)})
+        return out["img"].view(x.shape[0], *self.image_shape)
+
+    def default_pathway(self) -> str:
+        return "z2" if self.hierarchical else "z1"
+
+    @torch.no_grad()
+    def sample(
+        self,
+        group: int | str,
+        n: int,
+        generator: torch.Generator | None = None,
+        pathway: str | None = None,
+        prior_group: int | str | None = None,
+    ) -> Tensor:
+        """Generate ``n`` images (mean of the pixel likelihood) for ``group``.
+
+        ``pathway`` is one of :data:`PATHWAYS`; ``prior_group`` draws z1 from another group's
+        prior while decoding with ``group``'s branch (the prior-swap experiment, Fig. 10).
+        """
+        g = self.group_index(group)
+        pathway = pathway or self.default_pathway()
+        self._check_pathway(pathway)
+        br = self.branches[self.branch_index(g)]
+        if pathway == "z2":
+            z2 = torch.randn(n, self.cfg.z2_dim, generator=generator)
+            z1 = br.z1(z2).rsample(generator)
+        else:
+            mu = self.prior_means[self.group_index(prior_group if prior_group is not None else g)]
+            z1 = mu + torch.randn(n, self.cfg.latent_dim, generator=generator)
+            if pathway == "z1-z2-z1":
+                z2 = self.encoder["z1"](z1).rsample(generator)
+                z1 = br.z1(z2).rsample(generator)
+        return br.likelihood.mean(br.image_params(z1))
+
+    def _check_pathway(self, pathway: str) -> None:
+        if pathway not in PATHWAYS:
+            raise ValueError(f"unknown pathway {pathway!r}; choose one of {list(PATHWAYS)}")
+        if pathway != "z1" and not self.hierarchical:
+            raise ValueError(f"pathway {pathway!r} needs a hierarchical model; flat models sample with 'z1'")
+        if pathway != "z2" and not self.has_fixed_prior:
+            raise ValueError(f"pathway {pathway!r} samples z1 from a group prior, but prior 'learnable' defines none; use 'z2'")
+
+
+def build_model(cfg: RunConfig, image_shape: tuple[int, int, int] = (1, 28, 28)) -> FissionVAE:
+    """The run's model, initialised from the run seed's ``init`` stream (same weights everywhere)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(stream_seed(cfg.seed, "init"))
+        return FissionVAE(
+            cfg.model,
+            cfg.group_names,
+            image_shape,
+            group_decoders=[g.decoder for g in cfg.data.groups],
+            prior_seed=stream_seed(cfg.seed, "prior"),
+        )

@@ -1,0 +1,73 @@
+"""PNG image grids and loss-curve plots (written atomically)."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from fissionvae.io import atomic_write_bytes
+
+
+def image_grid(images: Tensor, nrow: int | None = None, pad: int = 2, scale: int = 1) -> np.ndarray:
+    """(N, C, H, W) floats in [0, 1] -> uint8 (rows, cols[, 3]) grid with white padding."""
+    n, c, h, w = images.shape
+    nrow = nrow or max(1, int(math.ceil(math.sqrt(n))))
+    ncol_rows = int(math.ceil(n / nrow))
+    grid = np.full((ncol_rows * (h + pad) + pad, nrow * (w + pad) + pad, c), 255, dtype=np.uint8)
+    pix = (images.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    for i in range(n):
+        r, col = divmod(i, nrow)
+        grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + col * (w + pad) : pad + col * (w + pad) + w] = pix[i]
+    grid = grid[..., 0] if c == 1 else grid
+    return np.kron(grid, np.ones((scale, scale) + ((1,) if c == 3 else ()), dtype=np.uint8)) if scale > 1 else grid
+
+
+def save_grid(images: Tensor, path: str | Path, nrow: int | None = None, scale: int = 2) -> Path:
+    """Write an image grid PNG atomically."""
+    buf = io.BytesIO()
+    Image.fromarray(image_grid(images, nrow, scale=scale)).save(buf, format="PNG")
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def plot_losses(metrics: list[dict], path: str | Path, title: str = "") -> Path:
+    """Train loss (participant-weighted) and per-group test negative ELBO per round."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rounds = [m for m in metrics if m.get("type") == "round"]
+    series: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for m in rounds:
+        for key, value in m.items():
+            if (key.startswith("train/") or key.startswith("test/")) and isinstance(value, (int, float)):
+                series[key].append((m["round"], value))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for key in sorted(series):
+        ax = axes[0] if key.startswith("train/") else axes[1]
+        if key.endswith("/loss") or key.endswith("neg_elbo") or key.endswith("/recon"):
+            xs, ys = zip(*series[key])
+            ax.plot(xs, ys, label=key, marker="." if len(xs) < 30 else None)
+    for ax, name in zip(axes, ("train (participants)", "test (fixed subset)")):
+        ax.set_xlabel("round")
+        ax.set_ylabel("nats / image")
+        ax.set_title(f"{title} {name}".strip())
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    out = save_figure(fig, path)
+    plt.close(fig)
+    return out

@@ -79,25 +79,26 @@ def client_update(model: FissionVAE, weights: Mapping[str, Tensor], data: Client
     sums, steps = _train_epochs(model, optimizer, data, spec, generator)
     seconds = time.perf_counter() - start
     seen = spec.epochs * data.num_samples
-    metrics = {name: float(total) / seen for name, total in sums.items()}
+    metrics = {name: total / seen for name, total in sums.items()}
     metrics.update(seconds=seconds, samples_per_s=seen / max(seconds, 1e-9), steps=steps)
     state = model.state_dict()
     return ClientResult(data.client_id, groups, data.num_samples, {k: state[k].detach().clone() for k in owned}, metrics)
 
 
-def _train_epochs(model, optimizer, data: ClientData, spec: LocalTrainSpec, generator) -> tuple[dict[str, Tensor], int]:
+def _train_epochs(model, optimizer, data: ClientData, spec: LocalTrainSpec, generator) -> tuple[dict[str, float], int]:
     """Minibatch Adam over ``spec.epochs`` shuffled passes; returns summed per-image terms."""
-    sums: dict[str, Tensor] = {}
+    names: list[str] = []
+    total: Tensor | None = None
     steps = 0
-    n = data.num_samples
     for _ in range(spec.epochs):
-        order = torch.randperm(n, generator=generator)
+        order = torch.randperm(data.num_samples, generator=generator)
         for batch in order.split(spec.batch_size):
             terms = model.terms(data.images[batch], data.group_ids[batch], generator)
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].mean().backward()
             optimizer.step()
             steps += 1
-            for name, value in terms.items():
-                sums[name] = sums.get(name, 0.0) + value.detach().sum()
-    return sums, steps
+            step_sums = torch.stack([v.detach() for v in terms.values()]).sum(1)  # one op for all terms
+            total = step_sums if total is None else total + step_sums
+            names = names or list(terms)
+    return ({n: float(v) for n, v in zip(names, total.tolist())} if total is not None else {}), steps

@@ -1,0 +1,27 @@
+# Shared pytest fixtures (used by several test modules; keep this file minimal).
+"""Shared test fixtures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+_DEFAULT_SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir() -> Path:
+    """Directory with the real ``mnist/`` and ``fashion-mnist/`` IDX files.
+
+    ``$FISSIONVAE_TEST_DATA_DIR`` overrides the default ``<repo>/../shared/data``;
+    tests that need it are skipped when it is absent.
+    """
+    path = Path(os.environ.get("FISSIONVAE_TEST_DATA_DIR") or _DEFAULT_SHARED_DATA)
+    if not (path / "mnist").is_dir() or not (path / "fashion-mnist").is_dir():
+        pytest.skip(
+            f"real MNIST/FashionMNIST data not found under {path} "
+            "(set FISSIONVAE_TEST_DATA_DIR to a directory holding mnist/ and fashion-mnist/)"
+        )
+    return path

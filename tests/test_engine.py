@@ -1,0 +1,124 @@
+"""The in-process engine on real MNIST + FashionMNIST subsets."""
+
+import json
+
+import pytest
+import torch
+
+from fissionvae.federation.engine import Federation, run_round, train
+from fissionvae.federation.state import CheckpointError, load_state
+from fissionvae.runs import RunDir
+from tests.helpers import tiny_config
+
+
+def weights_equal(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def group_classifier(groups):
+    """Logistic regression MNIST-vs-Fashion on the training images; returns (model, test accuracy)."""
+    x = torch.cat([g.train_images.flatten(1) for g in groups])
+    y = torch.cat([torch.full((len(g.train_images),), float(i)) for i, g in enumerate(groups)])
+    clf = torch.nn.Linear(x.shape[1], 1)
+    torch.nn.init.zeros_(clf.weight)
+    opt = torch.optim.LBFGS(clf.parameters(), max_iter=100)
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(clf(x).squeeze(1), y) + 1e-3 * clf.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    test = torch.cat([g.test_images.flatten(1) for g in groups])
+    labels = torch.cat([torch.full((len(g.test_images),), i) for i, g in enumerate(groups)])
+    with torch.no_grad():
+        acc = ((clf(test).squeeze(1) > 0).long() == labels).float().mean().item()
+    return clf, acc
+
+
+@pytest.mark.parametrize("hierarchical", [False, True])
+def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, shared_data_dir, hierarchical):
+    cfg = tiny_config(shared_data_dir, model={"hierarchical": hierarchical})
+    straight = train(cfg, RunDir.create(tmp_path, cfg, "straight"), progress=False)
+    split = RunDir.create(tmp_path, cfg, "split")
+    half = train(cfg, split, max_rounds=2, progress=False)
+    assert half.round == 2 and json.loads(split.status_path.read_text())["state"] == "stopped"
+    # a process killed after writing round 3's metrics but before its checkpoint
+    split.append_metrics([{"type": "round", "round": 3, "bogus": True}])
+    resumed = train(cfg, split, progress=False)
+    assert resumed.round == straight.round == 4
+    assert weights_equal(resumed.weights, straight.weights)
+    rounds = [m for m in split.metrics() if m["type"] == "round"]
+    assert [m["round"] for m in rounds] == [1, 2, 3, 4] and not any("bogus" in m for m in rounds)
+
+
+def test_short_federated_run_learns_each_group(tmp_path, shared_data_dir):
+    cfg = tiny_config(
+        shared_data_dir,
+        data={"groups": [
+            {"name": "mnist", "dataset": "mnist", "clients": 2, "train_size": 2000, "test_size": 500},
+            {"name": "fashion", "dataset": "fashion-mnist", "clients": 2, "train_size": 2000, "test_size": 500},
+        ]},
+        model={"latent_dim": 8, "encoder_hidden": [256], "decoder": {"hidden": [256]}},
+        federation={"participation": 1.0},
+        train={"rounds": 4, "local_epochs": 2},
+    )
+    run = RunDir.create(tmp_path, cfg, "learn")
+    fed = Federation.from_config(cfg)
+    train(cfg, run, progress=False, federation=fed)
+    rounds = [m for m in run.metrics() if m["type"] == "round"]
+    assert rounds[-1]["test/loss"] < 0.8 * rounds[0]["test/loss"]
+    assert rounds[-1]["train/loss"] < rounds[0]["train/loss"]
+    # each branch's samples are recognised as its own group by a linear group classifier
+    clf, test_acc = group_classifier(fed.groups)
+    assert test_acc > 0.97
+    for g in (0, 1):
+        with torch.no_grad():
+            samples = fed.model.sample(g, 200, torch.Generator().manual_seed(0)).flatten(1)
+            own_share = ((clf(samples).squeeze(1) > 0).long() == g).float().mean().item()
+        assert own_share > 0.75, (g, own_share)
+    for name in ("reconstructions.png", "samples_mnist.png", "samples_fashion.png"):
+        assert (run.images_dir / name).stat().st_size > 1000
+    assert (run.plots_dir / "loss.png").stat().st_size > 1000
+
+
+def test_empty_round_keeps_weights_and_is_logged(tmp_path, shared_data_dir):
+    cfg = tiny_config(shared_data_dir, federation={"participation": 0.01})
+    fed = Federation.from_config(cfg)
+    weights = fed.initial_state().weights
+    new, results = run_round(fed, weights, 0)
+    assert results == [] and weights_equal(new, weights)
+    run = RunDir.create(tmp_path, cfg, "empty")
+    train(cfg, run, max_rounds=1, progress=False, federation=fed)
+    (summary,) = [m for m in run.metrics() if m["type"] == "round"]
+    assert summary["empty"] and summary["participants"] == 0
+
+
+def test_centralized_is_one_client_one_epoch_per_round(tmp_path, shared_data_dir):
+    cfg = tiny_config(shared_data_dir, mode="centralized")
+    run = RunDir.create(tmp_path, cfg, "central")
+    state = train(cfg, run, progress=False)
+    assert state.round == cfg.train.centralized_epochs == 2
+    clients = [m for m in run.metrics() if m["type"] == "client"]
+    assert [(m["client"], m["num_samples"], m["groups"]) for m in clients] == [(0, 800, ["mnist", "fashion"])] * 2
+    assert clients[0]["steps"] == 25  # one epoch of 800 images at batch 32
+
+
+def test_seeded_runs_are_bit_identical_and_seed_matters(tmp_path, shared_data_dir):
+    cfg = tiny_config(shared_data_dir, train={"rounds": 1})
+    a = train(cfg, RunDir.create(tmp_path, cfg, "a"), progress=False)
+    b = train(cfg, RunDir.create(tmp_path, cfg, "b"), progress=False)
+    cfg2 = tiny_config(shared_data_dir, train={"rounds": 1}, seed=4)
+    c = train(cfg2, RunDir.create(tmp_path, cfg2, "c"), progress=False)
+    assert weights_equal(a.weights, b.weights) and not weights_equal(a.weights, c.weights)
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path, shared_data_dir):
+    cfg = tiny_config(shared_data_dir, train={"rounds": 1})
+    run = RunDir.create(tmp_path, cfg, "c")
+    train(cfg, run, progress=False)
+    data = run.checkpoint_path.read_bytes()
+    run.checkpoint_path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt or unreadable"):
+        load_state(run.checkpoint_path)

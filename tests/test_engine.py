@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from fissionvae.federation.engine import Federation, run_round, train
+from fissionvae.federation.engine import Federation, InProcessDispatcher, run_round, train
 from fissionvae.federation.state import CheckpointError, load_state
 from fissionvae.runs import RunDir
 from tests.helpers import tiny_config
@@ -87,8 +87,8 @@ def test_empty_round_keeps_weights_and_is_logged(tmp_path, shared_data_dir):
     cfg = tiny_config(shared_data_dir, federation={"participation": 0.01})
     fed = Federation.from_config(cfg)
     weights = fed.initial_state().weights
-    new, results = run_round(fed, weights, 0)
-    assert results == [] and weights_equal(new, weights)
+    outcome = run_round(fed, weights, 0, InProcessDispatcher(fed))
+    assert outcome.results == [] and outcome.participants == [] and weights_equal(outcome.weights, weights)
     run = RunDir.create(tmp_path, cfg, "empty")
     train(cfg, run, max_rounds=1, progress=False, federation=fed)
     (summary,) = [m for m in run.metrics() if m["type"] == "round"]
@@ -122,3 +122,25 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path, shared_data_dir):
     run.checkpoint_path.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="corrupt or unreadable"):
         load_state(run.checkpoint_path)
+
+
+def test_invalid_and_missing_replies_are_logged_not_averaged(tmp_path, shared_data_dir):
+    cfg = tiny_config(shared_data_dir, federation={"participation": 1.0}, train={"rounds": 1})
+    fed = Federation.from_config(cfg)
+    honest = InProcessDispatcher(fed)
+
+    def flaky(weights, round_index, participants, spec):
+        replies = honest(weights, round_index, participants[1:], spec)  # client 0 never answers
+        bad = replies[0]
+        bad.weights[next(iter(bad.weights))] = bad.weights[next(iter(bad.weights))] * float("nan")
+        return replies
+
+    run = RunDir.create(tmp_path, cfg, "flaky")
+    state = train(cfg, run, progress=False, federation=fed, dispatch=flaky)
+    (summary,) = [m for m in run.metrics() if m["type"] == "round"]
+    assert summary["missing"] == [0] and [r["client"] for r in summary["rejected"]] == [1]
+    assert "non-finite" in summary["rejected"][0]["reason"] and summary["clients"] == [2, 3]
+    assert all(torch.isfinite(v).all() for v in state.weights.values() if v.is_floating_point())
+    # group 0's branch was sent only by the rejected client: it keeps its initial weights
+    fresh = Federation.from_config(cfg).initial_state().weights
+    assert all(torch.equal(state.weights[k], fresh[k]) for k in fresh if k.startswith("branches.0."))

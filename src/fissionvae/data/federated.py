@@ -95,6 +95,13 @@ def load_groups(cfg: RunConfig, data_dir: str | Path | None = None) -> list[Grou
     return [load_group(g, i, cfg.seed, data_dir, cfg.data.download) for i, g in enumerate(cfg.data.groups)]
 
 
+def client_groups(cfg: RunConfig) -> list[list[int]]:
+    """Group indices of every client, in client-id order, from the config alone (no data)."""
+    if cfg.mode == "centralized":
+        return [list(range(len(cfg.data.groups)))]
+    return [[gi] for gi, g in enumerate(cfg.data.groups) for _ in range(g.clients)]
+
+
 def build_clients(cfg: RunConfig, groups: list[GroupData]) -> list[ClientData]:
     """Federated: each group's train set split over its clients. Centralised: one client, all data."""
     if cfg.mode == "centralized":

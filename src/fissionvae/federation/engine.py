@@ -1,17 +1,20 @@
-"""The in-process federation engine (the embedded default).
+"""The round loop, shared by every engine, and the in-process engine (the embedded default).
 
-The round loop knows nothing of the model variant: it samples the round's participants,
-sends each the weights it owns, runs :func:`client_update` for each, aggregates with
-:func:`aggregate`, evaluates on a fixed test subset, appends metrics, and checkpoints the
-server state. Centralised training is the same loop with one client that holds all data
-(all groups), participation 1 and one local epoch per round (one round = one epoch).
+The loop knows nothing of the model variant or of where clients run: each round it samples
+the participants, hands them to a *dispatcher* (which returns their replies), rejects invalid
+replies, aggregates with :func:`aggregate`, evaluates on a fixed test subset, appends metrics
+and checkpoints the server state. :class:`InProcessDispatcher` runs :func:`client_update` for
+each participant in this process; other engines (worker processes, Flower) supply their own
+dispatcher and reuse everything else. Centralised training is the same loop with one client
+that holds all data (all groups), participation 1 and one local epoch per round.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -19,35 +22,47 @@ from tqdm.auto import tqdm
 
 from fissionvae.artifacts import write_run_artifacts
 from fissionvae.config import RunConfig
-from fissionvae.data.federated import ClientData, GroupData, build_clients, load_groups
+from fissionvae.data.federated import ClientData, GroupData, build_clients, client_groups, load_groups
 from fissionvae.evaluation.elbo import mean_terms
-from fissionvae.federation.aggregation import aggregate, check_update
+from fissionvae.federation.aggregation import InvalidUpdate, aggregate, check_update
 from fissionvae.federation.client import ClientResult, LocalTrainSpec, client_update
 from fissionvae.federation.sampling import sample_participants
+from fissionvae.federation.state import ServerState
 from fissionvae.models.vae import FissionVAE, build_model
 from fissionvae.runs import RunDir
 from fissionvae.seeding import torch_generator
-from fissionvae.federation.state import ServerState
+
+# (global weights, round index, participant ids, spec) -> replies of the clients that answered
+Dispatcher = Callable[[dict, int, list[int], LocalTrainSpec], list[ClientResult]]
 
 
 @dataclass
 class Federation:
-    """The data side of a run: groups (with test sets) and clients, plus the model template."""
+    """The server's view of a run: groups (test sets), each client's groups, the model template.
+
+    ``clients`` (the training data) is only loaded for in-process training; a Flower server
+    builds a Federation without it.
+    """
 
     cfg: RunConfig
     groups: list[GroupData]
-    clients: list[ClientData]
     model: FissionVAE
+    client_groups: list[list[int]]
+    clients: list[ClientData] = field(default_factory=list)
 
     @classmethod
-    def from_config(cls, cfg: RunConfig, data_dir: str | Path | None = None) -> Federation:
+    def from_config(cls, cfg: RunConfig, data_dir: str | Path | None = None, with_clients: bool = True) -> Federation:
         groups = load_groups(cfg, data_dir)
         image_shape = tuple(groups[0].train_images.shape[1:])
-        return cls(cfg, groups, build_clients(cfg, groups), build_model(cfg, image_shape))
+        clients = build_clients(cfg, groups) if with_clients else []
+        return cls(cfg, groups, build_model(cfg, image_shape), client_groups(cfg), clients)
 
     @property
     def participation(self) -> float:
         return 1.0 if self.cfg.mode == "centralized" else self.cfg.federation.participation
+
+    def owned_keys(self, client_id: int) -> list[str]:
+        return self.model.owned_keys(self.client_groups[client_id])
 
     def round_spec(self, round_index: int) -> LocalTrainSpec:
         t = self.cfg.train
@@ -60,25 +75,50 @@ class Federation:
         return ServerState(round=0, weights=weights, config=self.cfg.to_dict(), extra={"image_shape": shape})
 
 
-def run_round(fed: Federation, weights: dict, round_index: int, progress: bool = False) -> tuple[dict, list[ClientResult]]:
-    """One federated round: participants, local updates, aggregation. Returns (new weights, replies)."""
-    chosen = sample_participants(fed.cfg.seed, round_index, len(fed.clients), fed.participation)
-    spec = fed.round_spec(round_index)
-    results = []
-    for cid in tqdm(chosen, desc=f"round {round_index + 1} clients", leave=False, disable=not progress):
-        client = fed.clients[cid]
-        owned = fed.model.owned_keys(client.groups)
-        result = client_update(fed.model, {k: weights[k] for k in owned}, client, spec)
-        check_update(weights, owned, result)
-        results.append(result)
-    return aggregate(weights, results), results
+class InProcessDispatcher:
+    """Run each participant's :func:`client_update` in this process, one after another."""
+
+    def __init__(self, fed: Federation, progress: bool = False):
+        self.fed = fed
+        self.progress = progress
+
+    def __call__(self, weights: dict, round_index: int, participants: list[int], spec: LocalTrainSpec) -> list[ClientResult]:
+        results = []
+        for cid in tqdm(participants, desc=f"round {round_index + 1} clients", leave=False, disable=not self.progress):
+            owned = self.fed.owned_keys(cid)
+            results.append(client_update(self.fed.model, {k: weights[k] for k in owned}, self.fed.clients[cid], spec))
+        return results
+
+
+@dataclass
+class RoundOutcome:
+    weights: dict
+    results: list[ClientResult]
+    participants: list[int]
+    rejected: list[dict]
+
+
+def run_round(fed: Federation, weights: dict, round_index: int, dispatch: Dispatcher) -> RoundOutcome:
+    """One round: participants, dispatch, reply checks, aggregation."""
+    chosen = sample_participants(fed.cfg.seed, round_index, len(fed.client_groups), fed.participation)
+    replies = dispatch(weights, round_index, chosen, fed.round_spec(round_index)) if chosen else []
+    valid, rejected = [], []
+    for reply in replies:
+        try:
+            if reply.client_id not in chosen:
+                raise InvalidUpdate(f"client {reply.client_id} was not asked to train in this round")
+            check_update(weights, fed.owned_keys(reply.client_id), reply)
+            valid.append(reply)
+        except InvalidUpdate as exc:
+            rejected.append({"client": reply.client_id, "reason": str(exc)})
+    return RoundOutcome(aggregate(weights, valid), valid, chosen, rejected)
 
 
 def test_metrics(fed: Federation, round_index: int) -> dict[str, float]:
     """Mean loss terms on the first ``eval.test_per_group`` test images of each group."""
     out: dict[str, float] = {}
-    n_total = 0
     totals: dict[str, float] = {}
+    n_total = 0
     generator = torch_generator(fed.cfg.seed, "eval", round_index)
     for gi, g in enumerate(fed.groups):
         images = g.test_images[: fed.cfg.eval.test_per_group]
@@ -91,23 +131,35 @@ def test_metrics(fed: Federation, round_index: int) -> dict[str, float]:
     return out
 
 
-def round_records(fed: Federation, round_index: int, results: list[ClientResult], seconds: float, test: dict) -> list[dict]:
-    """metrics.jsonl lines: one per client reply, then the round summary."""
+TIMING_KEYS = ("seconds", "samples_per_s", "steps")
+
+
+def round_records(fed: Federation, round_index: int, outcome: RoundOutcome, seconds: float, test: dict) -> list[dict]:
+    """metrics.jsonl lines: one per accepted client reply, then the round summary."""
     names = fed.cfg.group_names
     rnd = round_index + 1
+    results = outcome.results
     records = [
         {"type": "client", "round": rnd, "client": r.client_id, "groups": [names[g] for g in r.groups], "num_samples": r.num_samples}
-        | {(f"train/{k}" if k not in ("seconds", "samples_per_s", "steps") else k): v for k, v in r.metrics.items()}
+        | {(k if k in TIMING_KEYS else f"train/{k}"): v for k, v in r.metrics.items()}
         for r in results
     ]
-    summary = {"type": "round", "round": rnd, "participants": len(results), "clients": [r.client_id for r in results], "empty": not results, "seconds": seconds}
-    samples = sum(r.num_samples * fed.round_spec(round_index).epochs for r in results)
-    summary["samples_per_s"] = samples / seconds if seconds > 0 else 0.0
-    if results:
-        weight = sum(r.num_samples for r in results)
-        for key in results[0].metrics:
-            if key not in ("seconds", "samples_per_s", "steps"):
-                summary[f"train/{key}"] = sum(r.metrics[key] * r.num_samples for r in results) / weight
+    epochs = fed.round_spec(round_index).epochs
+    summary = {
+        "type": "round",
+        "round": rnd,
+        "participants": len(outcome.participants),
+        "clients": [r.client_id for r in results],
+        "missing": sorted(set(outcome.participants) - {r.client_id for r in results} - {x["client"] for x in outcome.rejected}),
+        "rejected": outcome.rejected,
+        "empty": not results,
+        "seconds": seconds,
+        "samples_per_s": sum(r.num_samples * epochs for r in results) / seconds if seconds > 0 else 0.0,
+    }
+    weight = sum(r.num_samples for r in results)
+    for key in results[0].metrics if results else []:
+        if key not in TIMING_KEYS:
+            summary[f"train/{key}"] = sum(r.metrics[key] * r.num_samples for r in results) / weight
     return records + [summary | test]
 
 
@@ -118,14 +170,17 @@ def train(
     max_rounds: int | None = None,
     progress: bool = True,
     federation: Federation | None = None,
+    dispatch: Dispatcher | None = None,
 ) -> ServerState:
     """Train (or continue) the run in ``run`` up to ``cfg.effective_rounds``.
 
     Resumes from ``run``'s checkpoint when there is one. ``max_rounds`` stops after that many
-    rounds in this call (the run stays resumable). Returns the final server state.
+    rounds in this call (the run stays resumable). ``dispatch`` runs the clients (default:
+    in this process). Returns the final server state.
     """
     torch.set_num_threads(cfg.federation.threads)
-    fed = federation or Federation.from_config(cfg, data_dir)
+    fed = federation or Federation.from_config(cfg, data_dir, with_clients=dispatch is None)
+    dispatch = dispatch or InProcessDispatcher(fed, progress)
     state = run.load_state() if run.has_checkpoint() else fed.initial_state()
     run.truncate_metrics(state.round)
     fed.model.load_state_dict(state.weights)
@@ -135,14 +190,14 @@ def train(
     bar = tqdm(range(state.round, stop), initial=state.round, total=planned, desc=cfg.name, unit="round", disable=not progress)
     for r in bar:
         start = time.perf_counter()
-        weights, results = run_round(fed, state.weights, r, progress)
-        fed.model.load_state_dict(weights)
+        outcome = run_round(fed, state.weights, r, dispatch)
         seconds = time.perf_counter() - start
-        records = round_records(fed, r, results, seconds, test_metrics(fed, r))
+        fed.model.load_state_dict(outcome.weights)
+        records = round_records(fed, r, outcome, seconds, test_metrics(fed, r))
         run.append_metrics(records)
-        state = dataclasses.replace(state, round=r + 1, weights=weights, wall_seconds=state.wall_seconds + seconds)
+        state = dataclasses.replace(state, round=r + 1, weights=outcome.weights, wall_seconds=state.wall_seconds + seconds)
         run.save_state(state)
-        bar.set_postfix(participants=len(results), test_loss=f"{records[-1]['test/loss']:.1f}")
+        bar.set_postfix(clients=len(outcome.results), test_loss=f"{records[-1]['test/loss']:.1f}")
     run.write_status(state, planned, running=False)
     write_run_artifacts(fed.model, fed.groups, run, cfg)
     return state

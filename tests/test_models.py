@@ -121,3 +121,25 @@ def test_prior_swap_decodes_other_groups_prior(tmp_path):
     assert not torch.allclose(a, b)
     with pytest.raises(ValueError, match="unknown group"):
         model.sample("cats", 1)
+
+
+def test_dugdale_conv_architecture_and_parameter_count(tmp_path):
+    cfg = tiny_config(tmp_path, model={
+        "prior": "identical", "decoder_branches": False, "latent_dim": 200, "encoder_kind": "conv", "encoder_hidden": [16, 32],
+        "norm": "batch", "decoder": {"kind": "conv-mirror", "hidden": [32, 16]},
+    }, data={"groups": [{"name": "mnist", "dataset": "mnist", "clients": 4}]})
+    model = build_model(cfg)
+    assert 10.5e6 < sum(p.numel() for p in model.parameters()) < 11.5e6  # "~11M parameters"
+    assert model.encoder["x"].head.in_features == 32 * 24 * 24
+    assert any(k.endswith("num_batches_tracked") for k in model.owned_keys([0]))
+    x, _ = batch(8)
+    terms = model.terms(x, torch.zeros(8, dtype=torch.long), torch.Generator().manual_seed(0))
+    terms["loss"].mean().backward()
+    assert model.sample(0, 3).shape == (3, 1, 28, 28)
+
+
+def test_kl_weight_scales_kl_in_the_loss_only(tmp_path):
+    x, gid = batch()
+    t1 = make(tmp_path, prior="wave", decoder_branches=True).terms(x, gid, torch.Generator().manual_seed(0))
+    t5 = make(tmp_path, prior="wave", decoder_branches=True, kl_weight=5.0).terms(x, gid, torch.Generator().manual_seed(0))
+    assert torch.allclose(t5["loss"], t5["recon"] + 5 * t5["kl_prior"]) and torch.allclose(t5["neg_elbo"], t1["neg_elbo"])

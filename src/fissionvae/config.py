@@ -38,7 +38,7 @@ class DecoderConfig:
     p(z1|z2), used by hierarchical models only.
     """
 
-    kind: Literal["mlp", "conv"] = "mlp"
+    kind: Literal["mlp", "conv", "conv-mirror"] = "mlp"
     hidden: list[int] = field(default_factory=lambda: [256, 512])
     latent_hidden: list[int] = field(default_factory=lambda: [64, 64])
 
@@ -66,6 +66,9 @@ class DataConfig:
 class ModelConfig:
     latent_dim: int = 16
     prior: str = "identical"
+    kl_weight: float = 1.0  # beta: weight of every KL term in the training loss (not in neg_elbo)
+    encoder_kind: Literal["mlp", "conv"] = "mlp"  # conv: kernel-3 convs through encoder_hidden channels
+    norm: Literal["none", "batch"] = "none"  # normalisation in conv encoders/decoders
     decoder_branches: bool = False
     hierarchical: bool = False
     z2_dim: int = 8
@@ -311,6 +314,8 @@ def _validate_group(g: GroupConfig, key: str, cfg: RunConfig) -> None:
 def _validate_model(m: ModelConfig, num_groups: int) -> None:
     if m.prior not in PRIOR_STRATEGIES:
         raise ConfigError(f"model.prior: {m.prior!r} is not one of {list(PRIOR_STRATEGIES)}")
+    if not m.kl_weight >= 0:
+        raise ConfigError(f"model.kl_weight: must be >= 0, got {m.kl_weight}")
     if m.latent_dim < 1 or m.z2_dim < 1:
         raise ConfigError("model.latent_dim and model.z2_dim must be >= 1")
     if m.prior == "learnable" and not m.hierarchical:

@@ -77,10 +77,71 @@ class ConvDecoder(nn.Module):
         return self.deconv(self.fc(z).view(z.shape[0], *self.start))
 
 
-def build_image_decoder(cfg: DecoderConfig, latent_dim: int, out_shape: tuple[int, int, int]) -> nn.Module:
+def conv_block(conv: nn.Module, channels: int, norm: str) -> list[nn.Module]:
+    """conv -> [BatchNorm] -> LeakyReLU(0.01), the block of Dugdale's notebook."""
+    return [conv, *([nn.BatchNorm2d(channels)] if norm == "batch" else []), nn.LeakyReLU(0.01)]
+
+
+class ConvGaussianEncoder(nn.Module):
+    """Image -> kernel-3, stride-1, unpadded convs through ``channels`` -> flatten -> (mean, logvar).
+
+    With channels [16, 32] on 28x28 this is Dugdale's encoder: 28 -> 26 -> 24, 32*24*24 features.
+    """
+
+    def __init__(self, image_shape: tuple[int, int, int], channels: list[int], out_dim: int, norm: str):
+        super().__init__()
+        c, h, w = image_shape
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip([c, *channels[:-1]], channels):
+            layers += conv_block(nn.Conv2d(c_in, c_out, 3), c_out, norm)
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(channels[-1] * (h - 2 * len(channels)) * (w - 2 * len(channels)), 2 * out_dim)
+
+    def forward(self, x: Tensor) -> DiagGaussian:
+        mean, logvar = self.head(self.body(x).flatten(1)).chunk(2, dim=-1)
+        return DiagGaussian(mean, logvar)
+
+
+class MirrorConvDecoder(nn.Module):
+    """z -> Linear -> (hidden[0], H - 2L, W - 2L) -> kernel-3 transposed convs -> (C*P, H, W).
+
+    The mirror of :class:`ConvGaussianEncoder` with channels ``reversed(hidden)``; each upsampling
+    but the last is followed by [BatchNorm] and LeakyReLU; the last by [BatchNorm] only (the
+    likelihood applies the output non-linearity, e.g. the sigmoid of Bernoulli).
+    """
+
+    def __init__(self, latent_dim: int, hidden: list[int], out_shape: tuple[int, int, int], norm: str):
+        super().__init__()
+        c_out, h, w = out_shape
+        self.start = (hidden[0], h - 2 * len(hidden), w - 2 * len(hidden))
+        self.fc = nn.Linear(latent_dim, math.prod(self.start))
+        layers: list[nn.Module] = []
+        for c_in, c_next in zip(hidden[:-1], hidden[1:]):
+            layers += conv_block(nn.ConvTranspose2d(c_in, c_next, 3), c_next, norm)
+        layers.append(nn.ConvTranspose2d(hidden[-1], c_out, 3))
+        if norm == "batch":
+            layers.append(nn.BatchNorm2d(c_out))
+        self.deconv = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.deconv(self.fc(z).view(z.shape[0], *self.start))
+
+
+def build_image_encoder(kind: str, image_shape: tuple[int, int, int], hidden: list[int], latent_dim: int, norm: str) -> nn.Module:
+    """q(z1|x) network: ``mlp`` on flattened pixels or ``conv``."""
+    if kind == "mlp":
+        return GaussianMLP(math.prod(image_shape), hidden, latent_dim)
+    if kind == "conv":
+        return ConvGaussianEncoder(image_shape, hidden, latent_dim, norm)
+    raise ValueError(f"unknown encoder kind {kind!r}")
+
+
+def build_image_decoder(cfg: DecoderConfig, latent_dim: int, out_shape: tuple[int, int, int], norm: str = "none") -> nn.Module:
     """p(x|z1) network of the kind named in the decoder config."""
     if cfg.kind == "mlp":
         return MLPDecoder(latent_dim, cfg.hidden, out_shape)
     if cfg.kind == "conv":
         return ConvDecoder(latent_dim, cfg.hidden, out_shape)
+    if cfg.kind == "conv-mirror":
+        return MirrorConvDecoder(latent_dim, cfg.hidden, out_shape, norm)
     raise ValueError(f"unknown decoder kind {cfg.kind!r}")

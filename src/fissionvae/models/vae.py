@@ -17,15 +17,14 @@ objective (Eq. 3 with the group prior for flat models, Eq. 10 for hierarchical o
 
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import Tensor, nn
 
 from fissionvae.config import DecoderConfig, ModelConfig, RunConfig
-from fissionvae.models.distributions import DiagGaussian
+from fissionvae.models.distributions import DiagGaussian, unit_gaussian_log_prob
 from fissionvae.models.likelihoods import build_likelihood
-from fissionvae.models.networks import GaussianMLP, build_image_decoder
+from fissionvae.models.networks import GaussianMLP, build_image_decoder, build_image_encoder
 from fissionvae.models.priors import prior_means
 from fissionvae.seeding import stream_seed
 
@@ -37,6 +36,10 @@ PATHWAY_HELP = {
 }
 
 
+def _sel(t: Tensor, idx: Tensor | None) -> Tensor:
+    return t if idx is None else t[idx]
+
+
 class Branch(nn.Module):
     """One decoder branch: p(x|z1), its pixel likelihood and (hierarchical) p(z1|z2)."""
 
@@ -44,7 +47,7 @@ class Branch(nn.Module):
         super().__init__()
         self.likelihood = build_likelihood(model.likelihood)
         c, h, w = image_shape
-        self.x = build_image_decoder(cfg, model.latent_dim, (c * self.likelihood.param_channels, h, w))
+        self.x = build_image_decoder(cfg, model.latent_dim, (c * self.likelihood.param_channels, h, w), model.norm)
         self.z1 = GaussianMLP(model.z2_dim, cfg.latent_hidden, model.latent_dim) if model.hierarchical else None
 
     def image_params(self, z1: Tensor) -> Tensor:
@@ -65,7 +68,7 @@ class FissionVAE(nn.Module):
         self.group_names = list(group_names)
         self.image_shape = tuple(image_shape)
         self.hierarchical = cfg.hierarchical
-        self.encoder = nn.ModuleDict({"x": GaussianMLP(math.prod(image_shape), cfg.encoder_hidden, cfg.latent_dim)})
+        self.encoder = nn.ModuleDict({"x": build_image_encoder(cfg.encoder_kind, self.image_shape, cfg.encoder_hidden, cfg.latent_dim, cfg.norm)})
         if cfg.hierarchical:
             self.encoder["z1"] = GaussianMLP(cfg.latent_dim, cfg.z2_encoder_hidden, cfg.z2_dim)
         overrides = group_decoders or [None] * len(group_names)
@@ -127,12 +130,11 @@ class FissionVAE(nn.Module):
         return self._totals(out)
 
     def _branch_terms(self, br: Branch, x, q1, z1, z2, idx, generator) -> dict[str, Tensor]:
-        sel = (lambda t: t) if idx is None else (lambda t: t[idx])
-        terms = {"recon": br.likelihood.nll(br.image_params(sel(z1)), sel(x))}
+        terms = {"recon": br.likelihood.nll(br.image_params(_sel(z1, idx)), _sel(x, idx))}
         if z2 is not None:
-            p1 = br.z1(sel(z2))
-            terms["kl_z1"] = DiagGaussian(sel(q1.mean), sel(q1.logvar)).kl(p1)
-            terms["recon_z2"] = br.likelihood.nll(br.image_params(p1.rsample(generator)), sel(x))
+            p1 = br.z1(_sel(z2, idx))
+            terms["kl_z1"] = DiagGaussian(_sel(q1.mean, idx), _sel(q1.logvar, idx)).kl(p1)
+            terms["recon_z2"] = br.likelihood.nll(br.image_params(p1.rsample(generator)), _sel(x, idx))
         return terms
 
     def _per_branch(self, group_ids: Tensor, fn) -> dict[str, Tensor]:
@@ -151,20 +153,49 @@ class FissionVAE(nn.Module):
         return out
 
     def _totals(self, t: dict[str, Tensor]) -> dict[str, Tensor]:
+        beta = self.cfg.kl_weight
         if self.hierarchical:
             t["neg_elbo"] = t["recon"] + t["kl_z2"] + t["kl_z1"]
-            t["loss"] = t["neg_elbo"] + t["recon_z2"] + t.get("kl_prior", 0.0)
+            t["loss"] = t["recon"] + t["recon_z2"] + beta * (t["kl_z2"] + t["kl_z1"] + t.get("kl_prior", 0.0))
         else:
             t["neg_elbo"] = t["recon"] + t["kl_prior"]
-            t["loss"] = t["neg_elbo"]
+            t["loss"] = t["recon"] + beta * t["kl_prior"]
         return t
+
+    def log_importance_weights(self, x: Tensor, group_ids: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
+        """(K, B) log p(x, z) - log q(z | x) for K posterior samples per image.
+
+        Flat models: p(x, z1) = p_g(z1) p(x|z1) with the group prior. Hierarchical models: the
+        generative model of Eq. 8, p(z2) p(z1|z2) p(x|z1), with q(z1|x) q(z2|z1); the group
+        prior on z1 is a training regulariser there, not part of p(x). logsumexp over K minus
+        log K is the importance-weighted bound on log p(x) (tighter than the ELBO as K grows).
+        """
+        q1 = self.encode(x)
+        rows = []
+        for _ in range(k):
+            z1 = q1.rsample(generator)
+            if self.hierarchical:
+                q2 = self.encoder["z1"](z1)
+                z2 = q2.rsample(generator)
+                log_prior = unit_gaussian_log_prob(z2) - q2.log_prob(z2)
+                log_joint = self._per_branch(group_ids, lambda br, idx: {"lp": self._hier_log_lik(br, x, z1, z2, idx)})["lp"]
+            else:
+                log_prior = unit_gaussian_log_prob(z1, self.prior_means[group_ids])
+                log_joint = -self._per_branch(group_ids, lambda br, idx: {"nll": br.likelihood.nll(br.image_params(_sel(z1, idx)), _sel(x, idx))})["nll"]
+            rows.append(log_joint + log_prior - q1.log_prob(z1))
+        return torch.stack(rows)
+
+    def _hier_log_lik(self, br: Branch, x, z1, z2, idx) -> Tensor:
+        """log p(z1|z2) + log p(x|z1) for the images ``idx`` of one branch."""
+        z1s = _sel(z1, idx)
+        return br.z1(_sel(z2, idx)).log_prob(z1s) - br.likelihood.nll(br.image_params(z1s), _sel(x, idx))
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
     def reconstruct(self, x: Tensor, group_ids: Tensor) -> Tensor:
         """Mean image of p(x|z1) at z1 = mean of q(z1|x), through each image's branch."""
         z1 = self.encode(x).mean
-        out = self._per_branch(group_ids, lambda br, idx: {"img": br.likelihood.mean(br.image_params(z1 if idx is None else z1[idx])).flatten(1)})
+        out = self._per_branch(group_ids, lambda br, idx: {"img": br.likelihood.mean(br.image_params(_sel(z1, idx))).flatten(1)})
         return out["img"].view(x.shape[0], *self.image_shape)
 
     def default_pathway(self) -> str:

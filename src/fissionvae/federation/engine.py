@@ -197,6 +197,7 @@ def train(
         run.append_metrics(records)
         state = dataclasses.replace(state, round=r + 1, weights=outcome.weights, wall_seconds=state.wall_seconds + seconds)
         run.save_state(state)
+        run.write_status(state, planned, running=True)
         bar.set_postfix(clients=len(outcome.results), test_loss=f"{records[-1]['test/loss']:.1f}")
     run.write_status(state, planned, running=False)
     write_run_artifacts(fed.model, fed.groups, run, cfg)

@@ -12,6 +12,7 @@ from fissionvae import __version__
 from fissionvae.config import ConfigError, load_config
 from fissionvae.models.vae import PATHWAY_HELP
 from fissionvae.runs import RunDirError
+from fissionvae.studies.cli import register as _add_study
 from fissionvae.federation.state import CheckpointError
 
 
@@ -164,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fissionvae", description="Federated VAEs for non-IID client groups (FedVAE, FissionVAE).")
     parser.add_argument("--version", action="version", version=f"fissionvae {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_sample, _add_evaluate, _add_report, _add_fetch_inception, _add_data, _add_config):
+    for add in (_add_train, _add_sample, _add_evaluate, _add_report, _add_fetch_inception, _add_data, _add_config, _add_study):
         add(sub)
     return parser
 

@@ -328,11 +328,9 @@ def test_fid_of_real_images(real_features: dict[str, np.ndarray]) -> None:
     assert fid_from_stats(mnist, fashion) > 10.0
 
 
-def test_default_configuration_stays_close_to_fp32(extractor: InceptionFeatures) -> None:
+def test_default_configuration_matches_fp32_features(extractor: InceptionFeatures) -> None:
+    # the default must stay float32: bf16 autocast moves features by up to 0.56 and FID by ~1
     images = _test_images("mnist", 4)
-    fp32 = InceptionFeatures(model=inception.load_inception(), channels_last=False, bf16=False,
-                             progress=False)
-    reference, fast = fp32(images), extractor(images)
-    cosine = (reference * fast).sum(1) / np.linalg.norm(reference, axis=1) / np.linalg.norm(
-        fast, axis=1)
-    assert cosine.min() > 0.999
+    plain = InceptionFeatures(model=extractor.model, channels_last=False, bf16=False,
+                              progress=False)
+    assert np.abs(plain(images) - extractor(images)).max() < 1e-3

@@ -37,9 +37,9 @@ def group_classifier(groups):
     return clf, acc
 
 
-@pytest.mark.parametrize("hierarchical", [False, True])
-def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, shared_data_dir, hierarchical):
-    cfg = tiny_config(shared_data_dir, model={"hierarchical": hierarchical})
+@pytest.mark.parametrize("hierarchical,optimizer", [(False, "reset"), (True, "reset"), (False, "keep")])
+def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, shared_data_dir, hierarchical, optimizer):
+    cfg = tiny_config(shared_data_dir, model={"hierarchical": hierarchical}, federation={"client_optimizer": optimizer})
     straight = train(cfg, RunDir.create(tmp_path, cfg, "straight"), progress=False)
     split = RunDir.create(tmp_path, cfg, "split")
     half = train(cfg, split, max_rounds=2, progress=False)
@@ -103,6 +103,32 @@ def test_centralized_is_one_client_one_epoch_per_round(tmp_path, shared_data_dir
     clients = [m for m in run.metrics() if m["type"] == "client"]
     assert [(m["client"], m["num_samples"], m["groups"]) for m in clients] == [(0, 800, ["mnist", "fashion"])] * 2
     assert clients[0]["steps"] == 25  # one epoch of 800 images at batch 32
+
+
+def test_kept_client_optimizer_continues_adam_and_is_checkpointed(tmp_path, shared_data_dir):
+    reset_cfg = tiny_config(shared_data_dir, federation={"participation": 1.0}, train={"rounds": 2})
+    keep_cfg = tiny_config(shared_data_dir, federation={"participation": 1.0, "client_optimizer": "keep"}, train={"rounds": 2})
+    reset = train(reset_cfg, RunDir.create(tmp_path, reset_cfg, "reset"), progress=False)
+    keep_run = RunDir.create(tmp_path, keep_cfg, "keep")
+    keep = train(keep_cfg, keep_run, progress=False)
+    assert reset.client_states == {}
+    assert sorted(keep.client_states) == [0, 1, 2, 3]
+    # Adam's step counter runs on across rounds: 2 rounds x 1 epoch x 200 images / batch 32 = 14 steps
+    steps = {float(s["step"]) for s in keep.client_states[0]["state"].values()}
+    assert steps == {14.0}
+    assert load_state(keep_run.checkpoint_path).client_states[0]["state"].keys() == keep.client_states[0]["state"].keys()
+    # round 1 is the same (no state yet), round 2 differs because Adam continues
+    first = [m for m in keep_run.metrics() if m["type"] == "round"][0]
+    first_reset = [m for m in RunDir.open(tmp_path / "reset").metrics() if m["type"] == "round"][0]
+    assert first["test/loss"] == first_reset["test/loss"]
+    assert not weights_equal(reset.weights, keep.weights)
+
+
+def test_centralized_training_keeps_its_optimizer(tmp_path, shared_data_dir):
+    cfg = tiny_config(shared_data_dir, mode="centralized")
+    state = train(cfg, RunDir.create(tmp_path, cfg, "central"), progress=False)
+    (adam,) = state.client_states.values()
+    assert {float(s["step"]) for s in adam["state"].values()} == {50.0}  # 2 epochs x 25 steps
 
 
 def test_seeded_runs_are_bit_identical_and_seed_matters(tmp_path, shared_data_dir):

@@ -17,7 +17,7 @@ from fissionvae.runs import RunDir
 from fissionvae.federation.state import ServerState
 
 # Settings a resumed run may change: they extend or observe training, never alter its past.
-RESUMABLE_OVERRIDES = ("train.rounds", "train.centralized_epochs", "federation.threads", "data.dir", "data.download")
+RESUMABLE_OVERRIDES = ("train.rounds", "train.centralized_epochs", "train.device", "federation.threads", "data.dir", "data.download")
 
 
 def train_from_config(

@@ -1,4 +1,8 @@
-"""Pictures every run folder gets: reconstructions, per-group generations, loss curves."""
+"""Pictures every run folder gets: reconstructions, per-group generations, loss curves.
+
+A DCGAN run (``model.kind: dcgan``) has no reconstructions and no per-group generator: it gets
+``samples.png`` (one pool of generations) and ``plots/loss.png`` with its D and G losses.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from fissionvae.data.federated import GroupData
 from fissionvae.models.vae import FissionVAE
 from fissionvae.runs import RunDir
 from fissionvae.seeding import torch_generator
-from fissionvae.viz import plot_losses, save_grid
+from fissionvae.viz import plot_gan_losses, plot_losses, save_grid
 
 
 def reconstruction_rows(model: FissionVAE, groups: list[GroupData], per_group: int) -> torch.Tensor:
@@ -21,14 +25,21 @@ def reconstruction_rows(model: FissionVAE, groups: list[GroupData], per_group: i
     return torch.cat(rows)
 
 
-def generation_grid(model: FissionVAE, group: int, n: int, seed: int, pathway: str | None = None) -> torch.Tensor:
-    """``n`` samples of ``group`` from the ``sample`` stream (same images for the same seed)."""
-    return model.sample(group, n, torch_generator(seed, "sample", group), pathway=pathway)
+def generation_grid(model: FissionVAE, group: int, n: int, seed: int, pathway: str | None = None, prior_group: int | None = None) -> torch.Tensor:
+    """``n`` samples of ``group`` from the ``sample`` stream (same images for the same seed).
+
+    ``prior_group`` draws z1 from that group's prior (the prior swap) with the same noise draws.
+    """
+    return model.sample(group, n, torch_generator(seed, "sample", group), pathway=pathway, prior_group=prior_group).cpu()
 
 
 def write_run_artifacts(model: FissionVAE, groups: list[GroupData], run: RunDir, cfg: RunConfig) -> None:
     """reconstructions.png, samples_<group>.png and plots/loss.png in the run folder."""
     model.eval()
+    if cfg.model.kind == "dcgan":
+        save_grid(generation_grid(model, 0, cfg.eval.grid_size, cfg.seed), run.images_dir / "samples.png", nrow=max(1, int(cfg.eval.grid_size**0.5)))
+        plot_gan_losses(run.metrics(), run.plots_dir / "loss.png", title=cfg.name)
+        return
     per_group = cfg.eval.recon_per_group
     save_grid(reconstruction_rows(model, groups, per_group), run.images_dir / "reconstructions.png", nrow=per_group)
     nrow = max(1, int(cfg.eval.grid_size**0.5))

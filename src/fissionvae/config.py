@@ -21,7 +21,8 @@ from typing import Any, Literal
 import yaml
 
 PRIOR_STRATEGIES = ("identical", "one-hot", "symmetrical", "random", "wave", "learnable")
-KNOWN_DATASETS = ("mnist", "fashion-mnist")
+KNOWN_DATASETS = ("mnist", "fashion-mnist", "mnist-rgb", "fashion-mnist-rgb", "folder")
+LIKELIHOODS = ("bernoulli", "gaussian", "dlml")
 
 
 class ConfigError(ValueError):
@@ -38,9 +39,39 @@ class DecoderConfig:
     p(z1|z2), used by hierarchical models only.
     """
 
-    kind: Literal["mlp", "conv", "conv-mirror"] = "mlp"
+    kind: Literal["mlp", "conv", "conv-mirror", "strided"] = "mlp"
     hidden: list[int] = field(default_factory=lambda: [256, 512])
     latent_hidden: list[int] = field(default_factory=lambda: [64, 64])
+    head: list[int] = field(default_factory=list)  # strided: MLP widths from z1 to the first feature map
+
+
+@dataclass
+class FolderConfig:
+    """Images of a ``dataset: folder`` group (docs/rgb.md).
+
+    ``train`` and ``test`` are folders searched recursively; relative paths are taken from the
+    working directory and made absolute when the config is loaded. Without ``test``, a seeded
+    ``test_fraction`` of the training folder is held out. Images are centre-cropped to a square
+    and resized to ``size`` x ``size`` with the Pillow filter ``resample``; ``strict`` makes an
+    unreadable or non-image file an error instead of a skipped file named in a warning.
+    ``labels: subfolder`` labels each image by the folder directly holding it (class folders).
+    """
+
+    train: str
+    test: str | None = None
+    test_fraction: float = 0.1
+    size: int = 32
+    resample: Literal["bicubic", "bilinear", "lanczos", "box", "nearest"] = "bicubic"
+    strict: bool = False
+    labels: Literal["subfolder", "none"] = "subfolder"
+
+    def __post_init__(self) -> None:
+        self.train = _absolute(self.train)
+        self.test = _absolute(self.test) if self.test is not None else None
+
+
+def _absolute(path: str) -> str:
+    return str(Path(path).expanduser().absolute()) if isinstance(path, str) else path
 
 
 @dataclass
@@ -53,6 +84,7 @@ class GroupConfig:
     train_size: int | None = None  # seeded subset of the training split; None = all
     test_size: int | None = None  # seeded subset of the test split; None = all
     decoder: DecoderConfig | None = None  # heterogeneous branch; None = model.decoder
+    folder: FolderConfig | None = None  # required exactly when dataset is "folder"
 
 
 @dataclass
@@ -63,35 +95,72 @@ class DataConfig:
 
 
 @dataclass
+class GanConfig:
+    """The DCGAN of ``model.kind: dcgan`` (FedGAN baseline; docs/fedgan.md).
+
+    Feature maps double at every stride-2 layer: the generator's last hidden layer has
+    ``g_features`` maps, the discriminator's first has ``d_features``. Both networks train with
+    Adam(``train.lr``, betas (``beta1``, ``beta2``)) on the non-saturating loss.
+    """
+
+    noise_dim: int = 100  # z ~ N(0, I) of this size
+    g_features: int = 64
+    d_features: int = 64
+    beta1: float = 0.5  # DCGAN's Adam betas (Radford et al., 2016)
+    beta2: float = 0.999
+
+
+@dataclass
 class ModelConfig:
+    # "vae": FissionVAE/FedVAE (every field below but ``gan``); "dcgan": the FedGAN baseline,
+    # configured by ``gan`` only (the VAE fields must keep their defaults)
+    kind: Literal["vae", "dcgan"] = "vae"
+    gan: GanConfig | None = None  # only with kind: dcgan (None there means GanConfig())
     latent_dim: int = 16
     prior: str = "identical"
     kl_weight: float = 1.0  # beta: weight of every KL term in the training loss (not in neg_elbo)
-    encoder_kind: Literal["mlp", "conv"] = "mlp"  # conv: kernel-3 convs through encoder_hidden channels
-    norm: Literal["none", "batch"] = "none"  # normalisation in conv encoders/decoders
+    encoder_kind: Literal["mlp", "conv", "strided"] = "mlp"  # conv: kernel-3 convs; strided: stride-2 convs (RGB)
+    encoder_head: list[int] = field(default_factory=list)  # strided: MLP widths from the features to q(z1|x)
+    norm: Literal["none", "batch", "group"] = "none"  # normalisation in conv encoders/decoders
     decoder_branches: bool = False
     hierarchical: bool = False
     z2_dim: int = 8
     encoder_hidden: list[int] = field(default_factory=lambda: [512, 256])
     z2_encoder_hidden: list[int] = field(default_factory=lambda: [64, 64])
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
-    likelihood: Literal["bernoulli"] = "bernoulli"
+    likelihood: Literal["bernoulli", "gaussian", "dlml"] = "bernoulli"
+    dlml_components: int = 10  # K of the discretised logistic mixture (likelihood: dlml)
 
 
 @dataclass
 class FederationConfig:
     participation: float = 0.5  # Bernoulli(p) per client per round
     threads: int = 1  # torch intra-op threads per training process
+    # Adam state between a client's local updates: "reset" (a fresh Adam every round; clients are
+    # stateless) or "keep" (each client continues its own Adam moments, as Dugdale's notebook does;
+    # the states are part of the server state/checkpoint in simulation).
+    client_optimizer: Literal["reset", "keep"] = "reset"
+    # processes training a round's clients in parallel: 1 = in the server process, one after
+    # another; N > 1 = a pool of N worker processes; 0 = auto (a pool of min(cores // threads,
+    # expected participants) where the run is big enough to pay for it; docs/engine.md)
+    workers: int = 0
 
 
 @dataclass
 class TrainConfig:
     rounds: int = 70
     local_epochs: int = 5
+    # federated only: when set, every participant trains exactly this many minibatch steps per
+    # round (reshuffling its data as often as needed) instead of ``local_epochs`` epochs
+    local_steps: int | None = None
     batch_size: int = 32
     lr: float = 1e-3
     fused_adam: bool = True
     centralized_epochs: int = 70
+    # where clients train and the per-round test loss runs: "cpu" (bit-reproducible) or "cuda[:N]"
+    # (faster for conv models; random draws still come from the seeded CPU streams, but GPU kernels
+    # are not bit-reproducible). Checkpoints and aggregation stay on the CPU either way.
+    device: str = "cpu"
 
 
 @dataclass
@@ -282,14 +351,44 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"data.groups: group names must be unique, got {names}")
     for i, g in enumerate(groups):
         _validate_group(g, f"data.groups[{i}]", cfg)
+    shapes = {g.name: group_image_shape(g) for g in groups}
+    if len(set(shapes.values())) > 1:
+        raise ConfigError(f"data.groups: every group must have the same image shape (C, H, W), got {shapes}")
     _validate_model(cfg.model, len(groups))
     _positive(cfg.train, "train", ("rounds", "local_epochs", "batch_size", "centralized_epochs"))
+    if cfg.train.local_steps is not None and cfg.train.local_steps < 1:
+        raise ConfigError(f"train.local_steps: must be >= 1 (or null for local_epochs), got {cfg.train.local_steps}")
     if not cfg.train.lr > 0:
         raise ConfigError(f"train.lr: must be > 0, got {cfg.train.lr}")
     if not 0.0 < cfg.federation.participation <= 1.0:
         raise ConfigError(f"federation.participation: must be in (0, 1], got {cfg.federation.participation}")
     _positive(cfg.federation, "federation", ("threads",))
+    if cfg.federation.workers < 0:
+        raise ConfigError(f"federation.workers: must be >= 0 (0 = auto, 1 = in-process), got {cfg.federation.workers}")
+    if cfg.federation.workers > 1 and cfg.train.device != "cpu":
+        raise ConfigError(f"federation.workers: worker processes train on the CPU; use 0 or 1 with train.device {cfg.train.device!r}")
+    _validate_device(cfg.train.device)
     _positive(cfg.eval, "eval", ("test_per_group", "grid_size", "recon_per_group"))
+
+
+def _validate_device(device: str) -> None:
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ConfigError(f"train.device: {device!r} is not a device ({exc})") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"train.device: {device!r}: only 'cpu' and 'cuda[:N]' are supported")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device: {device!r} asked for, but this PyTorch sees no CUDA device; use 'cpu'")
+
+
+def group_image_shape(g: GroupConfig) -> tuple[int, int, int]:
+    """(C, H, W) of a group's images: grey 28x28 MNIST-style, 32x32 RGB stand-ins, RGB folders."""
+    if g.dataset == "folder" and g.folder is not None:
+        return (3, g.folder.size, g.folder.size)
+    return (3, 32, 32) if g.dataset.endswith("-rgb") else (1, 28, 28)
 
 
 def _positive(section: Any, name: str, fields: tuple[str, ...]) -> None:
@@ -309,13 +408,43 @@ def _validate_group(g: GroupConfig, key: str, cfg: RunConfig) -> None:
         raise ConfigError(f"{key}.test_size: must be >= 1, got {g.test_size}")
     if g.decoder is not None and not cfg.model.decoder_branches:
         raise ConfigError(f"{key}.decoder: a per-group decoder needs model.decoder_branches: true")
+    if (g.dataset == "folder") != (g.folder is not None):
+        raise ConfigError(f"{key}.folder: set it exactly when dataset is 'folder' (dataset {g.dataset!r}, folder {'set' if g.folder else 'missing'})")
+    if g.folder is not None:
+        if g.folder.size < 4:
+            raise ConfigError(f"{key}.folder.size: must be >= 4, got {g.folder.size}")
+        if g.folder.test is None and not 0.0 < g.folder.test_fraction < 1.0:
+            raise ConfigError(f"{key}.folder.test_fraction: must be in (0, 1), got {g.folder.test_fraction}")
+
+
+def _validate_gan(m: ModelConfig) -> None:
+    """A DCGAN has no group priors, branches or encoder: every VAE field must keep its default."""
+    vae_defaults = ModelConfig()
+    for f in dataclasses.fields(ModelConfig):
+        if f.name not in ("kind", "gan") and getattr(m, f.name) != getattr(vae_defaults, f.name):
+            raise ConfigError(
+                f"model.{f.name}: a VAE setting, but model.kind is 'dcgan' (a DCGAN has no group priors, "
+                "branches or encoder); set the GAN through model.gan (noise_dim, g_features, d_features, beta1, beta2)"
+            )
+    g = m.gan or GanConfig()
+    _positive(g, "model.gan", ("noise_dim", "g_features", "d_features"))
+    for name in ("beta1", "beta2"):
+        if not 0.0 <= getattr(g, name) < 1.0:
+            raise ConfigError(f"model.gan.{name}: must be in [0, 1), got {getattr(g, name)}")
 
 
 def _validate_model(m: ModelConfig, num_groups: int) -> None:
+    if m.kind == "dcgan":
+        _validate_gan(m)
+        return
+    if m.gan is not None:
+        raise ConfigError("model.gan: only for model.kind: dcgan (this model is a VAE)")
     if m.prior not in PRIOR_STRATEGIES:
         raise ConfigError(f"model.prior: {m.prior!r} is not one of {list(PRIOR_STRATEGIES)}")
     if not m.kl_weight >= 0:
         raise ConfigError(f"model.kl_weight: must be >= 0, got {m.kl_weight}")
+    if m.dlml_components < 1:
+        raise ConfigError(f"model.dlml_components: must be >= 1, got {m.dlml_components}")
     if m.latent_dim < 1 or m.z2_dim < 1:
         raise ConfigError("model.latent_dim and model.z2_dim must be >= 1")
     if m.prior == "learnable" and not m.hierarchical:

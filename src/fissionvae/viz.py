@@ -74,3 +74,37 @@ def plot_losses(metrics: list[dict], path: str | Path, title: str = "") -> Path:
     out = save_figure(fig, path)
     plt.close(fig)
     return out
+
+
+GAN_CURVES = ("d_loss", "g_loss")
+
+
+def plot_gan_losses(metrics: list[dict], path: str | Path, title: str = "") -> Path:
+    """A DCGAN run: discriminator and generator losses per round, train (left) and test (right).
+
+    The right panel also shows D's mean output on real and on generated test-batch images.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rounds = [m for m in metrics if m.get("type") == "round"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, split in zip(axes, ("train", "test")):
+        keys = [f"{split}/{k}" for k in GAN_CURVES + (("d_real", "d_fake") if split == "test" else ())]
+        for key in keys:
+            points = [(m["round"], m[key]) for m in rounds if key in m]
+            if points:
+                xs, ys = zip(*points)
+                ax.plot(xs, ys, label=key, marker="." if len(xs) < 30 else None)
+        ax.set_xlabel("round (centralised: epoch)")
+        ax.set_ylabel("nats / image (D outputs: probability)")
+        name = "train (this round's participants)" if split == "train" else "test (fixed test images + fresh samples)"
+        ax.set_title(f"{title}: {name}" if title else name)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    out = save_figure(fig, path)
+    plt.close(fig)
+    return out

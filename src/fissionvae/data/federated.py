@@ -16,13 +16,15 @@ import torch
 from torch import Tensor
 
 from fissionvae.config import GroupConfig, RunConfig
+from fissionvae.data import standin
+from fissionvae.data.folders import FolderError, load_image_folder
 from fissionvae.data.sources import load_split
 from fissionvae.seeding import numpy_rng
 
 
 @dataclass(frozen=True)
 class GroupData:
-    """One group's images as float tensors (N, 1, H, W) in [0, 1], with class labels."""
+    """One group's images as float tensors (N, C, H, W) in [0, 1], with class labels."""
 
     name: str
     dataset: str
@@ -74,19 +76,55 @@ def iid_partition(n: int, num_clients: int, seed: int, group_index: int = 0) -> 
 
 
 def load_group(g: GroupConfig, index: int, seed: int, data_dir: str | Path | None, download: bool) -> GroupData:
-    """Load one group's train/test split (seeded subsets when sizes are set)."""
-    tr_x, tr_y = load_split(g.dataset, "train", data_dir, download=download)
-    te_x, te_y = load_split(g.dataset, "test", data_dir, download=download)
+    """Load one group's train/test split (seeded subsets when sizes are set).
+
+    ``dataset`` is a registered IDX dataset, an RGB stand-in (``mnist-rgb``, ``fashion-mnist-rgb``:
+    data/standin.py) or ``folder`` (data/folders.py).
+    """
+    if g.dataset == "folder":
+        tr_x, tr_y, te_x, te_y = _folder_splits(g)
+    else:
+        base = standin.BASE.get(g.dataset, g.dataset)
+        tr_x, tr_y = load_split(base, "train", data_dir, download=download)
+        te_x, te_y = load_split(base, "test", data_dir, download=download)
     tr = seeded_subset(len(tr_x), g.train_size, seed, 2 * index)
     te = seeded_subset(len(te_x), g.test_size, seed, 2 * index + 1)
+    if standin.is_standin(g.dataset):
+        train_images, test_images = standin.standin_images(g.dataset, "train", tr_x, tr), standin.standin_images(g.dataset, "test", te_x, te)
+    else:
+        train_images, test_images = tr_x[tr], te_x[te]
     return GroupData(
         name=g.name,
         dataset=g.dataset,
-        train_images=to_float_images(tr_x[tr]),
+        train_images=to_float_images(train_images),
         train_labels=torch.from_numpy(np.asarray(tr_y[tr], dtype=np.int64)),
-        test_images=to_float_images(te_x[te]),
+        test_images=to_float_images(test_images),
         test_labels=torch.from_numpy(np.asarray(te_y[te], dtype=np.int64)),
     )
+
+
+#: the held-out test images of a folder group without a test folder are the same in every run
+HOLDOUT_SEED = 0
+
+
+def _folder_splits(g: GroupConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """uint8 images and int64 labels of a folder group's train and test sets (labels share classes)."""
+    f = g.folder
+    assert f is not None  # validate() guarantees it
+    opts = dict(size=f.size, resample=f.resample, strict=f.strict, labels=f.labels)
+    train = load_image_folder(f.train, **opts)
+    if f.test is None:
+        n = len(train.files)
+        n_test = max(1, round(f.test_fraction * n))
+        if n - n_test < 1:
+            raise FolderError(f"group {g.name!r}: {f.train} has {n} image(s), too few to hold out a test set; give folder.test")
+        perm = numpy_rng(HOLDOUT_SEED, "subset", 1_000_003).permutation(n)
+        te_idx, tr_idx = np.sort(perm[:n_test]), np.sort(perm[n_test:])
+        return train.images[tr_idx], train.labels[tr_idx], train.images[te_idx], train.labels[te_idx]
+    test = load_image_folder(f.test, **opts)
+    classes = sorted(set(train.classes) | set(test.classes))
+    remap = lambda fi: np.array([classes.index(c) for c in fi.classes], dtype=np.int64)[fi.labels]  # noqa: E731
+    return train.images, remap(train), test.images, remap(test)
 
 
 def load_groups(cfg: RunConfig, data_dir: str | Path | None = None) -> list[GroupData]:

@@ -14,8 +14,10 @@ def mean_terms(model: FissionVAE, images: Tensor, group_ids: Tensor, generator: 
     was_training = model.training
     model.eval()
     sums: dict[str, float] = {}
+    device = next(model.parameters()).device
     for start in range(0, images.shape[0], batch_size):
-        terms = model.terms(images[start : start + batch_size], group_ids[start : start + batch_size], generator)
+        batch = images[start : start + batch_size].to(device)
+        terms = model.terms(batch, group_ids[start : start + batch_size].to(device), generator)
         for name, value in terms.items():
             sums[name] = sums.get(name, 0.0) + float(value.double().sum())
     model.train(was_training)

@@ -191,10 +191,18 @@ class InceptionFeatures:
         channels_last: bool = True,
         bf16: bool = False,
         progress: bool = True,
+        device: str = "cpu",
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive; got {batch_size}")
+        self.device = torch.device(device)
+        if self.device.type == "cuda":
+            # full float32 convolutions and matmuls: TF32 would move the features (and FID)
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
+            batch_size = max(batch_size, 200)
         self.model = model if model is not None else load_inception(path)
+        self.model = self.model.to(self.device)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.batch_size, self.channels_last, self.bf16 = batch_size, channels_last, bf16
@@ -203,11 +211,11 @@ class InceptionFeatures:
 
     def features_of_batch(self, images: ImageArray) -> torch.Tensor:
         """Return float32 B x 2048 features of one batch of raw images."""
-        inputs = preprocess(images)
+        inputs = preprocess(images).to(self.device)
         if self.channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=self.bf16):
-            return self.model(inputs).float()
+        with torch.inference_mode(), torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
+            return self.model(inputs).float().cpu()
 
     def __call__(self, images: ImageArray) -> np.ndarray:
         """Return the (N, 2048) float64 features of N raw images (see :func:`preprocess`)."""

@@ -28,10 +28,11 @@ def per_dim(nats_per_image: float, dims: int) -> dict[str, float]:
 def iw_nll(model: FissionVAE, images: Tensor, group: int, k: int, generator: torch.Generator, batch_size: int = 500, progress: bool = False) -> float:
     """Mean over images of -log (1/K sum_k w_k): the importance-weighted NLL bound, nats/image."""
     model.eval()
+    device = next(model.parameters()).device
     total = 0.0
     for start in tqdm(range(0, images.shape[0], batch_size), desc=f"IW-NLL K={k}", leave=False, disable=not progress):
-        x = images[start : start + batch_size]
-        logw = model.log_importance_weights(x, torch.full((x.shape[0],), group, dtype=torch.int64), k, generator)
+        x = images[start : start + batch_size].to(device)
+        logw = model.log_importance_weights(x, torch.full((x.shape[0],), group, dtype=torch.int64, device=device), k, generator)
         total += float(-(torch.logsumexp(logw.double(), 0) - math.log(k)).sum())
     return total / images.shape[0]
 

@@ -29,7 +29,8 @@ def embed(points: np.ndarray, seed: int = 0, pca_dims: int | None = 50) -> np.nd
 
 @torch.inference_mode()
 def latent_means(model, images: Tensor, batch_size: int = 1000) -> np.ndarray:
-    return torch.cat([model.encode(images[i : i + batch_size]).mean for i in range(0, len(images), batch_size)]).numpy()
+    device = next(model.parameters()).device
+    return torch.cat([model.encode(images[i : i + batch_size].to(device)).mean.cpu() for i in range(0, len(images), batch_size)]).numpy()
 
 
 def _plt():

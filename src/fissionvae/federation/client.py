@@ -2,16 +2,27 @@
 
 A pure function of (global weights it was sent, its data, the round's training spec): the
 same code runs in the in-process engine, in worker processes and in a Flower ClientApp.
-The optimiser (Adam) is created fresh at the start of every local update, so clients keep
-no state between rounds (a client that sits out rounds, or restarts, behaves the same);
-this is our choice, the paper does not say. Local shuffling and the VAE's noise come from
+By default the optimiser (Adam) is created fresh at the start of every local update, so clients
+keep no state between rounds (a client that sits out rounds, or restarts, behaves the same);
+this is our choice, the paper does not say. With ``optimizer_state`` given (config
+``federation.client_optimizer: keep``) Adam continues from the client's previous moments and
+the reply carries the new state back to whoever keeps it for the client. Local shuffling and the VAE's noise come from
 the generator of stream (seed, "client", round, client_id).
+
+Every model kind trains through this one function: the model supplies two hooks,
+``local_optimizer(groups, lr, fused)`` (the VAE: one Adam over its owned parameters; the DCGAN:
+one Adam each for generator and discriminator, behind one state dict) and
+``local_step(images, group_ids, optimizer, generator)`` (one minibatch update returning named
+per-image terms for the client's metrics). Engines (in-process, worker processes, Flower) call
+:func:`client_update` and need not know which kind they train.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -32,6 +43,8 @@ class LocalTrainSpec:
     batch_size: int
     lr: float
     fused_adam: bool = True
+    keep_optimizer: bool = False  # return Adam's state so the client can continue from it next time
+    steps: int | None = None  # if set: exactly this many minibatch steps instead of ``epochs`` passes
 
 
 @dataclass
@@ -43,6 +56,7 @@ class ClientResult:
     num_samples: int
     weights: dict[str, Tensor]
     metrics: dict[str, float] = field(default_factory=dict)
+    optimizer_state: dict | None = None  # only with spec.keep_optimizer: stays with the client, never aggregated
 
 
 def load_owned(model: FissionVAE, weights: Mapping[str, Tensor], groups: list[int]) -> list[str]:
@@ -56,7 +70,13 @@ def load_owned(model: FissionVAE, weights: Mapping[str, Tensor], groups: list[in
     return owned
 
 
-def client_update(model: FissionVAE, weights: Mapping[str, Tensor], data: ClientData, spec: LocalTrainSpec) -> ClientResult:
+def client_update(
+    model: FissionVAE,
+    weights: Mapping[str, Tensor],
+    data: ClientData,
+    spec: LocalTrainSpec,
+    optimizer_state: dict | None = None,
+) -> ClientResult:
     """Train ``model`` (a reusable template) from ``weights`` on ``data``; return owned weights.
 
     Parameters
@@ -69,36 +89,71 @@ def client_update(model: FissionVAE, weights: Mapping[str, Tensor], data: Client
         The client's images, labels and group ids.
     spec:
         Round index, local epochs, batch size, learning rate and seed.
+    optimizer_state:
+        Adam's state from this client's previous update (``spec.keep_optimizer``); None starts
+        a fresh Adam.
     """
     groups = data.groups
     owned = load_owned(model, weights, groups)
-    optimizer = torch.optim.Adam(model.owned_parameters(groups), lr=spec.lr, fused=spec.fused_adam or None)
+    optimizer = model.local_optimizer(groups, spec.lr, spec.fused_adam)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
     generator = torch_generator(spec.seed, "client", spec.round, data.client_id)
     model.train()
     start = time.perf_counter()
     sums, steps = _train_epochs(model, optimizer, data, spec, generator)
     seconds = time.perf_counter() - start
-    seen = spec.epochs * data.num_samples
+    seen = local_images(data.num_samples, spec)
     metrics = {name: total / seen for name, total in sums.items()}
     metrics.update(seconds=seconds, samples_per_s=seen / max(seconds, 1e-9), steps=steps)
     state = model.state_dict()
-    return ClientResult(data.client_id, groups, data.num_samples, {k: state[k].detach().clone() for k in owned}, metrics)
+    kept = _detached(optimizer.state_dict()) if spec.keep_optimizer else None
+    weights_out = {k: state[k].detach().to("cpu", copy=True) for k in owned}  # aggregation runs on the CPU
+    return ClientResult(data.client_id, groups, data.num_samples, weights_out, metrics, kept)
+
+
+def _detached(tree):
+    """A deep copy of an optimiser state dict whose tensors share no storage with the live optimiser."""
+    if isinstance(tree, Tensor):
+        return tree.detach().clone()
+    if isinstance(tree, dict):
+        return {k: _detached(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_detached(v) for v in tree]
+    return tree
+
+
+def minibatches(num_samples: int, spec: LocalTrainSpec, generator: torch.Generator) -> Iterator[Tensor]:
+    """Index batches of one local update: ``spec.epochs`` shuffled passes, or with ``spec.steps``
+    exactly that many batches over as many reshuffled passes as needed (the last may be cut short)."""
+    steps = 0
+    for _ in range(spec.epochs) if spec.steps is None else itertools.count():
+        if spec.steps is not None and steps == spec.steps:
+            return
+        for batch in torch.randperm(num_samples, generator=generator).split(spec.batch_size):
+            if spec.steps is not None and steps == spec.steps:
+                return
+            steps += 1
+            yield batch
+
+
+def local_images(num_samples: int, spec: LocalTrainSpec) -> int:
+    """How many images (with repeats) one local update of :func:`minibatches` trains on."""
+    if spec.steps is None:
+        return spec.epochs * num_samples
+    passes, rest = divmod(spec.steps, math.ceil(num_samples / spec.batch_size))
+    return passes * num_samples + rest * spec.batch_size
 
 
 def _train_epochs(model, optimizer, data: ClientData, spec: LocalTrainSpec, generator) -> tuple[dict[str, float], int]:
-    """Minibatch Adam over ``spec.epochs`` shuffled passes; returns summed per-image terms."""
+    """``model.local_step`` over :func:`minibatches`; returns summed per-image terms and the step count."""
     names: list[str] = []
     total: Tensor | None = None
     steps = 0
-    for _ in range(spec.epochs):
-        order = torch.randperm(data.num_samples, generator=generator)
-        for batch in order.split(spec.batch_size):
-            terms = model.terms(data.images[batch], data.group_ids[batch], generator)
-            optimizer.zero_grad(set_to_none=True)
-            terms["loss"].mean().backward()
-            optimizer.step()
-            steps += 1
-            step_sums = torch.stack([v.detach() for v in terms.values()]).sum(1)  # one op for all terms
-            total = step_sums if total is None else total + step_sums
-            names = names or list(terms)
+    for batch in minibatches(data.num_samples, spec, generator):
+        terms = model.local_step(data.images[batch], data.group_ids[batch], optimizer, generator)
+        steps += 1
+        step_sums = torch.stack([v.detach() for v in terms.values()]).sum(1)  # one op for all terms
+        total = step_sums if total is None else total + step_sums
+        names = names or list(terms)
     return ({n: float(v) for n, v in zip(names, total.tolist())} if total is not None else {}), steps

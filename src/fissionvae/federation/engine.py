@@ -1,6 +1,7 @@
 """The round loop, shared by every engine, and the in-process engine (the embedded default).
 
-The loop knows nothing of the model variant or of where clients run: each round it samples
+The loop knows nothing of the model variant (VAE or the FedGAN baseline's DCGAN: the model
+object carries the hooks that differ, see client.py) or of where clients run: each round it samples
 the participants, hands them to a *dispatcher* (which returns their replies), rejects invalid
 replies, aggregates with :func:`aggregate`, evaluates on a fixed test subset, appends metrics
 and checkpoints the server state. :class:`InProcessDispatcher` runs :func:`client_update` for
@@ -25,15 +26,18 @@ from fissionvae.config import RunConfig
 from fissionvae.data.federated import ClientData, GroupData, build_clients, client_groups, load_groups
 from fissionvae.evaluation.elbo import mean_terms
 from fissionvae.federation.aggregation import InvalidUpdate, aggregate, check_update
-from fissionvae.federation.client import ClientResult, LocalTrainSpec, client_update
+from fissionvae.federation.client import ClientResult, LocalTrainSpec, client_update, local_images
 from fissionvae.federation.sampling import sample_participants
 from fissionvae.federation.state import ServerState
+from fissionvae.federation.workers import start_pool
 from fissionvae.models.vae import FissionVAE, build_model
 from fissionvae.runs import RunDir
 from fissionvae.seeding import torch_generator
 
-# (global weights, round index, participant ids, spec) -> replies of the clients that answered
-Dispatcher = Callable[[dict, int, list[int], LocalTrainSpec], list[ClientResult]]
+# (global weights, round index, participant ids, spec) -> replies of the clients that answered.
+# When spec.keep_optimizer is set the dispatcher is also given ``client_states=`` (client id ->
+# that client's Adam state from its previous update, absent for a first update).
+Dispatcher = Callable[..., list[ClientResult]]
 
 
 @dataclass
@@ -54,8 +58,9 @@ class Federation:
     def from_config(cls, cfg: RunConfig, data_dir: str | Path | None = None, with_clients: bool = True) -> Federation:
         groups = load_groups(cfg, data_dir)
         image_shape = tuple(groups[0].train_images.shape[1:])
-        clients = build_clients(cfg, groups) if with_clients else []
-        return cls(cfg, groups, build_model(cfg, image_shape), client_groups(cfg), clients)
+        device = torch.device(cfg.train.device)
+        clients = [_on(c, device) for c in build_clients(cfg, groups)] if with_clients else []
+        return cls(cfg, groups, build_model(cfg, image_shape).to(device), client_groups(cfg), clients)
 
     @property
     def participation(self) -> float:
@@ -66,13 +71,22 @@ class Federation:
 
     def round_spec(self, round_index: int) -> LocalTrainSpec:
         t = self.cfg.train
-        epochs = 1 if self.cfg.mode == "centralized" else t.local_epochs
-        return LocalTrainSpec(self.cfg.seed, round_index, epochs, t.batch_size, t.lr, t.fused_adam)
+        centralized = self.cfg.mode == "centralized"
+        epochs = 1 if centralized else t.local_epochs
+        # centralised training is one uninterrupted optimiser run, so its Adam state is always kept
+        keep = centralized or self.cfg.federation.client_optimizer == "keep"
+        steps = None if centralized else t.local_steps
+        return LocalTrainSpec(self.cfg.seed, round_index, epochs, t.batch_size, t.lr, t.fused_adam, keep, steps)
 
     def initial_state(self) -> ServerState:
-        weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        weights = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
         shape = list(self.groups[0].train_images.shape[1:])
         return ServerState(round=0, weights=weights, config=self.cfg.to_dict(), extra={"image_shape": shape})
+
+
+def _on(client: ClientData, device: torch.device) -> ClientData:
+    """The client's tensors on the training device (a no-op on the CPU)."""
+    return dataclasses.replace(client, images=client.images.to(device), group_ids=client.group_ids.to(device))
 
 
 class InProcessDispatcher:
@@ -82,11 +96,15 @@ class InProcessDispatcher:
         self.fed = fed
         self.progress = progress
 
-    def __call__(self, weights: dict, round_index: int, participants: list[int], spec: LocalTrainSpec) -> list[ClientResult]:
+    def __call__(
+        self, weights: dict, round_index: int, participants: list[int], spec: LocalTrainSpec, client_states: dict | None = None
+    ) -> list[ClientResult]:
         results = []
+        states = client_states or {}
         for cid in tqdm(participants, desc=f"round {round_index + 1} clients", leave=False, disable=not self.progress):
             owned = self.fed.owned_keys(cid)
-            results.append(client_update(self.fed.model, {k: weights[k] for k in owned}, self.fed.clients[cid], spec))
+            sent = {k: weights[k] for k in owned}
+            results.append(client_update(self.fed.model, sent, self.fed.clients[cid], spec, states.get(cid)))
         return results
 
 
@@ -96,12 +114,19 @@ class RoundOutcome:
     results: list[ClientResult]
     participants: list[int]
     rejected: list[dict]
+    client_states: dict = field(default_factory=dict)  # new optimiser states of accepted clients (keep mode)
 
 
-def run_round(fed: Federation, weights: dict, round_index: int, dispatch: Dispatcher) -> RoundOutcome:
-    """One round: participants, dispatch, reply checks, aggregation."""
+def run_round(fed: Federation, weights: dict, round_index: int, dispatch: Dispatcher, client_states: dict | None = None) -> RoundOutcome:
+    """One round: participants, dispatch, reply checks, aggregation.
+
+    ``client_states`` (keep mode) maps client ids to their optimiser states; a rejected reply's
+    new state is dropped, so that client continues from its last accepted one.
+    """
     chosen = sample_participants(fed.cfg.seed, round_index, len(fed.client_groups), fed.participation)
-    replies = dispatch(weights, round_index, chosen, fed.round_spec(round_index)) if chosen else []
+    spec = fed.round_spec(round_index)
+    extra = {"client_states": client_states or {}} if spec.keep_optimizer else {}
+    replies = dispatch(weights, round_index, chosen, spec, **extra) if chosen else []
     valid, rejected = [], []
     for reply in replies:
         try:
@@ -111,7 +136,8 @@ def run_round(fed: Federation, weights: dict, round_index: int, dispatch: Dispat
             valid.append(reply)
         except InvalidUpdate as exc:
             rejected.append({"client": reply.client_id, "reason": str(exc)})
-    return RoundOutcome(aggregate(weights, valid), valid, chosen, rejected)
+    states = {r.client_id: r.optimizer_state for r in valid if r.optimizer_state is not None}
+    return RoundOutcome(aggregate(weights, valid), valid, chosen, rejected, states)
 
 
 def test_metrics(fed: Federation, round_index: int) -> dict[str, float]:
@@ -144,7 +170,7 @@ def round_records(fed: Federation, round_index: int, outcome: RoundOutcome, seco
         | {(k if k in TIMING_KEYS else f"train/{k}"): v for k, v in r.metrics.items()}
         for r in results
     ]
-    epochs = fed.round_spec(round_index).epochs
+    spec = fed.round_spec(round_index)
     summary = {
         "type": "round",
         "round": rnd,
@@ -154,7 +180,7 @@ def round_records(fed: Federation, round_index: int, outcome: RoundOutcome, seco
         "rejected": outcome.rejected,
         "empty": not results,
         "seconds": seconds,
-        "samples_per_s": sum(r.num_samples * epochs for r in results) / seconds if seconds > 0 else 0.0,
+        "samples_per_s": sum(local_images(r.num_samples, spec) for r in results) / seconds if seconds > 0 else 0.0,
     }
     weight = sum(r.num_samples for r in results)
     for key in results[0].metrics if results else []:
@@ -176,11 +202,22 @@ def train(
 
     Resumes from ``run``'s checkpoint when there is one. ``max_rounds`` stops after that many
     rounds in this call (the run stays resumable). ``dispatch`` runs the clients (default:
-    in this process). Returns the final server state.
+    in this process, or in a pool of worker processes as ``federation.workers`` says; the pool
+    is closed when this returns or raises). Returns the final server state.
     """
     torch.set_num_threads(cfg.federation.threads)
     fed = federation or Federation.from_config(cfg, data_dir, with_clients=dispatch is None)
-    dispatch = dispatch or InProcessDispatcher(fed, progress)
+    rounds = cfg.effective_rounds if max_rounds is None else min(max_rounds, cfg.effective_rounds)
+    pool = start_pool(fed, rounds, progress) if dispatch is None else None
+    try:
+        return _train_rounds(cfg, run, fed, dispatch or pool or InProcessDispatcher(fed, progress), max_rounds, progress)
+    finally:
+        if pool is not None:
+            pool.close()
+
+
+def _train_rounds(cfg: RunConfig, run: RunDir, fed: Federation, dispatch: Dispatcher, max_rounds: int | None, progress: bool) -> ServerState:
+    """The round loop of :func:`train`."""
     state = run.load_state() if run.has_checkpoint() else fed.initial_state()
     run.truncate_metrics(state.round)
     fed.model.load_state_dict(state.weights)
@@ -190,15 +227,21 @@ def train(
     bar = tqdm(range(state.round, stop), initial=state.round, total=planned, desc=cfg.name, unit="round", disable=not progress)
     for r in bar:
         start = time.perf_counter()
-        outcome = run_round(fed, state.weights, r, dispatch)
+        outcome = run_round(fed, state.weights, r, dispatch, state.client_states)
         seconds = time.perf_counter() - start
         fed.model.load_state_dict(outcome.weights)
         records = round_records(fed, r, outcome, seconds, test_metrics(fed, r))
         run.append_metrics(records)
-        state = dataclasses.replace(state, round=r + 1, weights=outcome.weights, wall_seconds=state.wall_seconds + seconds)
+        state = dataclasses.replace(
+            state,
+            round=r + 1,
+            weights=outcome.weights,
+            wall_seconds=state.wall_seconds + seconds,
+            client_states=state.client_states | outcome.client_states,
+        )
         run.save_state(state)
         run.write_status(state, planned, running=True)
-        bar.set_postfix(clients=len(outcome.results), test_loss=f"{records[-1]['test/loss']:.1f}")
+        bar.set_postfix(clients=len(outcome.results), **{f"test_{t}": f"{records[-1][f'test/{t}']:.1f}" for t in fed.model.progress_terms})
     run.write_status(state, planned, running=False)
-    write_run_artifacts(fed.model, fed.groups, run, cfg)
+    write_run_artifacts(fed.model.cpu(), fed.groups, run, cfg)
     return state

@@ -1,9 +1,10 @@
 """The server state, which is the checkpoint.
 
 Everything a run needs to continue: the completed round count, the global weights (encoder,
-every branch, the prior means), the resolved config and the accumulated wall time. Random
-streams are functions of (seed, round, client), so no RNG state has to be stored; the
-optimiser is re-created at every local update, so there is no optimiser state either.
+every branch, the prior means), the resolved config, the accumulated wall time and, only when
+clients keep their Adam state between rounds (``federation.client_optimizer: keep``, and always
+for centralised training), each simulated client's optimiser state. Random streams are
+functions of (seed, round, client), so no RNG state has to be stored.
 Checkpoints are written atomically (temp file + rename): a kill at any moment leaves the
 previous complete checkpoint readable.
 """
@@ -36,10 +37,12 @@ class ServerState:
     format_version: int = FORMAT_VERSION
     package_version: str = __version__
     extra: dict = field(default_factory=dict)
+    client_states: dict = field(default_factory=dict)  # client id -> Adam state dict (keep mode only)
 
 
 def save_state(state: ServerState, path: str | Path) -> Path:
-    payload = dataclasses.asdict(state) | {"weights": state.weights}
+    # field by field: dataclasses.asdict would deep-copy every tensor
+    payload = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
     return atomic_write(path, lambda fh: torch.save(payload, fh))
 
 

@@ -18,7 +18,9 @@ class DiagGaussian:
 
     def rsample(self, generator: torch.Generator | None = None) -> Tensor:
         """Reparameterised sample mean + sigma * eps, eps drawn from ``generator``."""
-        eps = torch.randn(self.mean.shape, generator=generator, dtype=self.mean.dtype, device=self.mean.device)
+        # drawn on the generator's device (the seeded streams are CPU generators), then moved
+        eps = torch.randn(self.mean.shape, generator=generator, dtype=self.mean.dtype, device=_device_of(generator, self.mean))
+        eps = eps.to(self.mean.device)
         return self.mean + torch.exp(0.5 * self.logvar) * eps
 
     def kl(self, other: DiagGaussian) -> Tensor:
@@ -39,3 +41,7 @@ class DiagGaussian:
 def unit_gaussian_log_prob(z: Tensor, mean: Tensor | float = 0.0) -> Tensor:
     """log N(z; mean, I) summed over the last dimension."""
     return -0.5 * (math.log(2 * math.pi) + (z - mean) ** 2).sum(-1)
+
+
+def _device_of(generator: torch.Generator | None, like: Tensor) -> torch.device:
+    return generator.device if generator is not None else like.device

@@ -77,9 +77,21 @@ class ConvDecoder(nn.Module):
         return self.deconv(self.fc(z).view(z.shape[0], *self.start))
 
 
+def norm_layers(norm: str, channels: int) -> list[nn.Module]:
+    """[] for ``none``; [BatchNorm2d] for ``batch``; [GroupNorm] with the most groups <= 8 dividing ``channels`` for ``group``."""
+    if norm == "batch":
+        return [nn.BatchNorm2d(channels)]
+    if norm == "group":
+        groups = max(g for g in range(1, 9) if channels % g == 0)
+        return [nn.GroupNorm(groups, channels)]
+    if norm == "none":
+        return []
+    raise ValueError(f"unknown norm {norm!r}; choose none, batch or group")
+
+
 def conv_block(conv: nn.Module, channels: int, norm: str) -> list[nn.Module]:
-    """conv -> [BatchNorm] -> LeakyReLU(0.01), the block of Dugdale's notebook."""
-    return [conv, *([nn.BatchNorm2d(channels)] if norm == "batch" else []), nn.LeakyReLU(0.01)]
+    """conv -> [norm] -> LeakyReLU(0.01), the block of Dugdale's notebook (BatchNorm there)."""
+    return [conv, *norm_layers(norm, channels), nn.LeakyReLU(0.01)]
 
 
 class ConvGaussianEncoder(nn.Module):
@@ -121,18 +133,69 @@ class MirrorConvDecoder(nn.Module):
         layers.append(nn.ConvTranspose2d(hidden[-1], c_out, 3))
         if norm == "batch":
             layers.append(nn.BatchNorm2d(c_out))
+        elif norm == "group":
+            layers += norm_layers(norm, c_out)
         self.deconv = nn.Sequential(*layers)
 
     def forward(self, z: Tensor) -> Tensor:
         return self.deconv(self.fc(z).view(z.shape[0], *self.start))
 
 
-def build_image_encoder(kind: str, image_shape: tuple[int, int, int], hidden: list[int], latent_dim: int, norm: str) -> nn.Module:
-    """q(z1|x) network: ``mlp`` on flattened pixels or ``conv``."""
+class StridedConvEncoder(nn.Module):
+    """q(z1|x) for RGB: stride-2 kernel-4 convs through ``channels`` (each -> [norm] -> LeakyReLU(0.2)),
+    flatten, an MLP head through ``head`` widths (ReLU), then a linear layer to (mean, logvar).
+
+    With channels [32, 64, 128] a 32x32 image goes 16x16 -> 8x8 -> 4x4 (2,048 features).
+    """
+
+    def __init__(self, image_shape: tuple[int, int, int], channels: list[int], head: list[int], out_dim: int, norm: str):
+        super().__init__()
+        c, h, w = image_shape
+        down = 2 ** len(channels)
+        if not channels or h % down or w % down:
+            raise ValueError(f"strided encoder: image sides {h}x{w} must be divisible by 2^{len(channels)} (one halving per channel count {channels})")
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip([c, *channels[:-1]], channels):
+            layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), *norm_layers(norm, c_out), nn.LeakyReLU(0.2)]
+        self.body = nn.Sequential(*layers, nn.Flatten())
+        self.head = GaussianMLP(channels[-1] * (h // down) * (w // down), head, out_dim)
+
+    def forward(self, x: Tensor) -> DiagGaussian:
+        return self.head(self.body(x))
+
+
+class StridedConvDecoder(nn.Module):
+    """p(x|z1) for RGB: an MLP head z1 -> ``head`` widths -> (hidden[0], H/2^L, W/2^L) (ReLU), then
+    stride-2 kernel-4 transposed convs through ``hidden`` (each -> [norm] -> LeakyReLU(0.2)), the last
+    one straight to the likelihood's parameter channels. L = len(hidden) halvings (32 -> 4 for 3).
+    """
+
+    def __init__(self, latent_dim: int, hidden: list[int], head: list[int], out_shape: tuple[int, int, int], norm: str):
+        super().__init__()
+        c_out, h, w = out_shape
+        up = 2 ** len(hidden)
+        if not hidden or h % up or w % up:
+            raise ValueError(f"strided decoder: image sides {h}x{w} must be divisible by 2^{len(hidden)} (one doubling per channel count {hidden})")
+        self.start = (hidden[0], h // up, w // up)
+        self.fc = mlp([latent_dim, *head, math.prod(self.start)], final_activation=True)
+        layers: list[nn.Module] = []
+        for c_in, c_next in zip(hidden[:-1], hidden[1:]):
+            layers += [nn.ConvTranspose2d(c_in, c_next, 4, stride=2, padding=1), *norm_layers(norm, c_next), nn.LeakyReLU(0.2)]
+        layers.append(nn.ConvTranspose2d(hidden[-1], c_out, 4, stride=2, padding=1))
+        self.deconv = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.deconv(self.fc(z).view(z.shape[0], *self.start))
+
+
+def build_image_encoder(kind: str, image_shape: tuple[int, int, int], hidden: list[int], latent_dim: int, norm: str, head: list[int] | None = None) -> nn.Module:
+    """q(z1|x) network: ``mlp`` on flattened pixels, ``conv`` (Dugdale's) or ``strided`` (RGB, with an MLP ``head``)."""
     if kind == "mlp":
         return GaussianMLP(math.prod(image_shape), hidden, latent_dim)
     if kind == "conv":
         return ConvGaussianEncoder(image_shape, hidden, latent_dim, norm)
+    if kind == "strided":
+        return StridedConvEncoder(image_shape, hidden, head or [], latent_dim, norm)
     raise ValueError(f"unknown encoder kind {kind!r}")
 
 
@@ -144,4 +207,6 @@ def build_image_decoder(cfg: DecoderConfig, latent_dim: int, out_shape: tuple[in
         return ConvDecoder(latent_dim, cfg.hidden, out_shape)
     if cfg.kind == "conv-mirror":
         return MirrorConvDecoder(latent_dim, cfg.hidden, out_shape, norm)
+    if cfg.kind == "strided":
+        return StridedConvDecoder(latent_dim, cfg.hidden, cfg.head, out_shape, norm)
     raise ValueError(f"unknown decoder kind {cfg.kind!r}")

@@ -26,6 +26,7 @@ from fissionvae.models.distributions import DiagGaussian, unit_gaussian_log_prob
 from fissionvae.models.likelihoods import build_likelihood
 from fissionvae.models.networks import GaussianMLP, build_image_decoder, build_image_encoder
 from fissionvae.models.priors import prior_means
+from fissionvae.models.groups import GroupNamed
 from fissionvae.seeding import stream_seed
 
 PATHWAYS = ("z2", "z1-z2-z1", "z1")
@@ -45,16 +46,19 @@ class Branch(nn.Module):
 
     def __init__(self, cfg: DecoderConfig, model: ModelConfig, image_shape: tuple[int, int, int]):
         super().__init__()
-        self.likelihood = build_likelihood(model.likelihood)
         c, h, w = image_shape
-        self.x = build_image_decoder(cfg, model.latent_dim, (c * self.likelihood.param_channels, h, w), model.norm)
+        self.likelihood = build_likelihood(model.likelihood, c, model.dlml_components)
+        self.x = build_image_decoder(cfg, model.latent_dim, (self.likelihood.out_channels, h, w), model.norm)
         self.z1 = GaussianMLP(model.z2_dim, cfg.latent_hidden, model.latent_dim) if model.hierarchical else None
 
     def image_params(self, z1: Tensor) -> Tensor:
         return self.x(z1)
 
 
-class FissionVAE(nn.Module):
+class FissionVAE(GroupNamed, nn.Module):
+    kind = "vae"  # model.kind
+    progress_terms = ("loss",)  # test terms the training progress bar shows
+
     def __init__(
         self,
         cfg: ModelConfig,
@@ -68,7 +72,7 @@ class FissionVAE(nn.Module):
         self.group_names = list(group_names)
         self.image_shape = tuple(image_shape)
         self.hierarchical = cfg.hierarchical
-        self.encoder = nn.ModuleDict({"x": build_image_encoder(cfg.encoder_kind, self.image_shape, cfg.encoder_hidden, cfg.latent_dim, cfg.norm)})
+        self.encoder = nn.ModuleDict({"x": build_image_encoder(cfg.encoder_kind, self.image_shape, cfg.encoder_hidden, cfg.latent_dim, cfg.norm, cfg.encoder_head)})
         if cfg.hierarchical:
             self.encoder["z1"] = GaussianMLP(cfg.latent_dim, cfg.z2_encoder_hidden, cfg.z2_dim)
         overrides = group_decoders or [None] * len(group_names)
@@ -79,19 +83,6 @@ class FissionVAE(nn.Module):
         self.register_buffer("prior_means", means if means is not None else torch.zeros(len(group_names), cfg.latent_dim))
 
     # ------------------------------------------------------------------ structure
-    @property
-    def num_groups(self) -> int:
-        return len(self.group_names)
-
-    def group_index(self, group: int | str) -> int:
-        if isinstance(group, str):
-            if group not in self.group_names:
-                raise ValueError(f"unknown group {group!r}; this model has groups {self.group_names}")
-            return self.group_names.index(group)
-        if not 0 <= group < self.num_groups:
-            raise ValueError(f"group index {group} out of range for {self.num_groups} groups")
-        return group
-
     def branch_index(self, group: int) -> int:
         return group if len(self.branches) > 1 else 0
 
@@ -107,6 +98,19 @@ class FissionVAE(nn.Module):
     def owned_parameters(self, groups: list[int]) -> list[nn.Parameter]:
         prefixes = self.owned_prefixes(groups)
         return [p for k, p in self.named_parameters() if k.startswith(prefixes)]
+
+    # ------------------------------------------------------------------ local training (client_update's hooks)
+    def local_optimizer(self, groups: list[int], lr: float, fused: bool) -> torch.optim.Optimizer:
+        """The optimiser of one local update: Adam over the parameters a client of ``groups`` owns."""
+        return torch.optim.Adam(self.owned_parameters(groups), lr=lr, fused=fused or None)
+
+    def local_step(self, x: Tensor, group_ids: Tensor, optimizer: torch.optim.Optimizer, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """One minibatch step on the mean training loss; returns the per-image terms."""
+        terms = self.terms(x, group_ids, generator)
+        optimizer.zero_grad(set_to_none=True)
+        terms["loss"].mean().backward()
+        optimizer.step()
+        return terms
 
     # ------------------------------------------------------------------ inference
     def encode(self, x: Tensor) -> DiagGaussian:
@@ -220,11 +224,11 @@ class FissionVAE(nn.Module):
         self._check_pathway(pathway)
         br = self.branches[self.branch_index(g)]
         if pathway == "z2":
-            z2 = torch.randn(n, self.cfg.z2_dim, generator=generator)
+            z2 = torch.randn(n, self.cfg.z2_dim, generator=generator).to(self.prior_means.device)
             z1 = br.z1(z2).rsample(generator)
         else:
             mu = self.prior_means[self.group_index(prior_group if prior_group is not None else g)]
-            z1 = mu + torch.randn(n, self.cfg.latent_dim, generator=generator)
+            z1 = mu + torch.randn(n, self.cfg.latent_dim, generator=generator).to(mu.device)
             if pathway == "z1-z2-z1":
                 z2 = self.encoder["z1"](z1).rsample(generator)
                 z1 = br.z1(z2).rsample(generator)
@@ -240,7 +244,15 @@ class FissionVAE(nn.Module):
 
 
 def build_model(cfg: RunConfig, image_shape: tuple[int, int, int] = (1, 28, 28)) -> FissionVAE:
-    """The run's model, initialised from the run seed's ``init`` stream (same weights everywhere)."""
+    """The run's model, initialised from the run seed's ``init`` stream (same weights everywhere).
+
+    Every model kind is built here (``model.kind: dcgan`` gives :class:`~fissionvae.models.gan.DCGAN`),
+    so engines and commands that build "the run's model" need not know the kinds.
+    """
+    if cfg.model.kind == "dcgan":
+        from fissionvae.models.gan import build_gan
+
+        return build_gan(cfg, image_shape)  # type: ignore[return-value]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(stream_seed(cfg.seed, "init"))
         return FissionVAE(

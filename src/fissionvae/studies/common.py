@@ -12,6 +12,7 @@ killed and is resumed: do not point two studies at the same ``runs_dir`` at once
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -22,9 +23,11 @@ from fissionvae.evaluation.evaluate import EvalOptions, evaluate_run, weights_di
 from fissionvae.runs import RunDir
 
 # (section, key) pairs that do not change what a run computes
-IGNORED_KEYS = (("data", "dir"), ("data", "download"), ("federation", "threads"))
+# train.device: where it runs (float results differ only in the last bits between CPU and GPU)
+# federation.workers: how many processes train a round's clients (results do not depend on it)
+IGNORED_KEYS = (("data", "dir"), ("data", "download"), ("federation", "threads"), ("federation", "workers"), ("train", "device"))
 # EvalOptions fields that change the numbers in eval.json
-EVAL_KEYS = ("iw_samples", "pathway", "fid", "inception", "is_classifier", "classifier_epochs")
+EVAL_KEYS = ("iw_samples", "pathway", "fid", "inception", "is_classifier", "classifier_epochs", "prior_swap")
 
 
 def comparable(cfg: RunConfig) -> dict:
@@ -85,7 +88,7 @@ def matching_runs(runs_dir: str | Path, cfg: RunConfig) -> list[tuple[RunDir, di
     return sorted(found, key=lambda rs: (rs[1].get("state") != "finished", -rs[1].get("rounds_done", 0), rs[0].path.name))
 
 
-def ensure_trained(cfg: RunConfig, runs_dir: str | Path, data_dir: str | Path | None = None, progress: bool = True) -> RunDir:
+def ensure_trained(cfg: RunConfig, runs_dir: str | Path, data_dir: str | Path | None = None, progress: bool = True, max_rounds: int | None = None) -> RunDir:
     """A finished run of ``cfg``: reused, resumed, or trained from scratch.
 
     Parameters
@@ -98,20 +101,28 @@ def ensure_trained(cfg: RunConfig, runs_dir: str | Path, data_dir: str | Path | 
         Data folder passed to the engine (None: the config's, else the defaults).
     progress
         Show the engine's progress bars.
+    max_rounds
+        Train at most this many rounds in this call (None: to the end); the run is then
+        unfinished when more were needed (see :func:`read_status`), and a later call resumes it.
 
     Returns
     -------
     RunDir
-        The run folder, its status ``finished``.
+        The run folder, its status ``finished`` (unless ``max_rounds`` stopped it).
     """
     matches = matching_runs(runs_dir, cfg)
     if matches:
         run, status = matches[0]
         if status.get("state") != "finished":
-            api.resume(run.path, data_dir=data_dir, progress=progress)
+            overrides = [f"train.device={cfg.train.device}"] if cfg.train.device != run.load_config().train.device else []
+            api.resume(run.path, overrides, data_dir=data_dir, max_rounds=max_rounds, progress=progress)
         return run
     name = f"{cfg.name}-{config_digest(cfg)[:8]}"
-    return api.train_from_config(cfg, runs_dir=runs_dir, name=name, data_dir=data_dir, progress=progress)
+    return api.train_from_config(cfg, runs_dir=runs_dir, name=name, data_dir=data_dir, max_rounds=max_rounds, progress=progress)
+
+
+# an eval.json written before an option existed was computed with that option's default
+_EVAL_DEFAULTS = {f.name: f.default for f in dataclasses.fields(EvalOptions)}
 
 
 def eval_matches(result: dict, run: RunDir, opts: EvalOptions) -> bool:
@@ -120,13 +131,15 @@ def eval_matches(result: dict, run: RunDir, opts: EvalOptions) -> bool:
     wanted_samples = opts.num_samples or result.get("eval_images")
     return (
         result.get("num_samples") == wanted_samples
-        and all(saved.get(k) == getattr(opts, k) for k in EVAL_KEYS)
+        and all(saved.get(k, _EVAL_DEFAULTS[k]) == getattr(opts, k) for k in EVAL_KEYS)
         and result.get("weights_sha256") == weights_digest(run.load_state().weights)
     )
 
 
 def ensure_evaluated(run: RunDir, opts: EvalOptions) -> dict:
     """The run's evaluation for ``opts``: its eval.json when that matches, else a fresh one.
+
+    (``<run>/<opts.result_name>.json`` rather than eval.json when the options name another file.)
 
     Parameters
     ----------
@@ -140,7 +153,7 @@ def ensure_evaluated(run: RunDir, opts: EvalOptions) -> dict:
     dict
         The eval.json content.
     """
-    path = run.path / "eval.json"
+    path = run.path / f"{opts.result_name}.json"
     if path.is_file():
         result = json.loads(path.read_text())
         if eval_matches(result, run, opts):

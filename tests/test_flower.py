@@ -1,0 +1,467 @@
+"""Flower engines: wire format, strategy, reply checks, and real Flower processes on loopback.
+
+The fast tests drive the ServerApp's pieces over an in-process fake Grid that runs our ClientApp
+directly (bad replies, silent and crashing nodes, node discovery). The slow ones start Flower
+for real (simulation: SuperLink + Ray + `flwr run`; deployment: SuperLink with TLS and node
+authentication + one SuperNode process per client) and check bit-identical weights and metrics
+against the in-process engine, a restarted ServerApp, a node killed mid-run, nodes that cannot
+join, and that no process survives (by PID, and by FLWR_HOME in /proc/*/environ).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+pytest.importorskip("flwr")
+
+from flwr.app import Context, Error, Message, RecordDict  # noqa: E402
+from flwr.serverapp import Grid  # noqa: E402
+from flwr.supercore.run import Run  # noqa: E402
+from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
+
+from fissionvae.data.federated import build_clients, client_groups, load_groups  # noqa: E402
+from fissionvae.federation.client import LocalTrainSpec  # noqa: E402
+from fissionvae.cli import build_parser  # noqa: E402
+from fissionvae.cli import main as cli_main  # noqa: E402
+from fissionvae.federation.engine import Federation, InProcessDispatcher, train  # noqa: E402
+from fissionvae.federation.flower import clientapp, messages  # noqa: E402
+from fissionvae.federation.flower.launch import (  # noqa: E402
+    FlowerOptions,
+    LocalDeployment,
+    ProcessSet,
+    node_configs,
+    processes_with_home,
+    train_with_flower,
+)
+from fissionvae.federation.flower.security import (  # noqa: E402
+    generate_certificates,
+    generate_node_keys,
+)
+from fissionvae.federation.flower.serverapp import FlowerDispatcher  # noqa: E402
+from fissionvae.federation.flower.strategy import GroupFedAvg, NodeDirectory  # noqa: E402
+from fissionvae.runs import RunDir  # noqa: E402
+from tests.helpers import REPO, tiny_config  # noqa: E402
+
+TIMING = {"seconds", "samples_per_s", "steps"}
+
+
+def weights_equal(a, b):
+    return a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a)
+
+
+def rounds_of(run: RunDir) -> list[dict]:
+    """metrics.jsonl round lines without wall-clock fields (they differ between engines)."""
+    return [{k: v for k, v in m.items() if k not in ("seconds", "samples_per_s")} for m in run.metrics() if m["type"] == "round"]
+
+
+def client_lines(run: RunDir) -> list[dict]:
+    return [{k: v for k, v in m.items() if k not in TIMING} for m in run.metrics() if m["type"] == "client"]
+
+
+# --------------------------------------------------------------------------- an in-process Grid
+
+
+@pytest.fixture(autouse=True)
+def server_identity():
+    """What a ServerApp process has: Flower's task identity (Message() reads it)."""
+    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    yield
+    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+
+
+class FakeGrid(Grid):
+    """Delivers each message to our ClientApp in this process (node id = 1000 + client id).
+
+    ``tamper(message, reply) -> reply | None`` may alter or drop (None: no reply ever) a reply.
+    """
+
+    def __init__(self, cfg, data_dir, tamper=None, clients=None):
+        self.nodes = {1000 + cid: nc for cid, nc in enumerate(node_configs(cfg, data_dir)) if clients is None or cid in clients}
+        self.tamper = tamper
+        self.replies: dict[str, Message] = {}
+        self._run = Run.create_empty(1)
+
+    def set_run(self, run):
+        self._run = run
+
+    @property
+    def run(self):
+        return self._run
+
+    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):
+        return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
+
+    def get_node_ids(self):
+        return list(self.nodes)
+
+    def push_messages(self, messages_):
+        ids = []
+        for msg in messages_:
+            mid = uuid.uuid4().hex
+            msg.metadata.__dict__["_message_id"] = mid
+            context = Context(run_id=1, node_id=msg.metadata.dst_node_id, node_config=self.nodes[msg.metadata.dst_node_id], state=RecordDict(), run_config={})
+            try:
+                reply = clientapp.app(msg, context)
+            except Exception as exc:  # what Flower does with a raising ClientApp
+                reply = Message(Error(code=2, reason=str(exc)), reply_to=msg)
+            if self.tamper is not None:
+                reply = self.tamper(msg, reply)
+            if reply is not None:
+                reply.metadata.__dict__["_message_id"] = uuid.uuid4().hex
+                self.replies[mid] = reply
+            ids.append(mid)
+        return ids
+
+    def pull_messages(self, message_ids):
+        return [self.replies.pop(i) for i in list(message_ids) if i in self.replies]
+
+    def send_and_receive(self, messages, *, timeout=None):
+        return self.pull_messages(self.push_messages(messages))
+
+
+# --------------------------------------------------------------------------- fast tests
+
+
+def test_records_roundtrip_bit_exact():
+    state = {
+        "a": torch.randn(3, 4),
+        "b": torch.randn(5, dtype=torch.float64)[::2],  # non-contiguous
+        "n": torch.tensor(7, dtype=torch.int64),
+        "h": torch.randn(2, 2).to(torch.float16),
+    }
+    back = messages.record_to_state(messages.state_to_record(state))
+    assert weights_equal({k: v.contiguous() for k, v in state.items()}, back)
+
+
+def test_train_message_carries_spec_config_and_owned_weights(shared_data_dir):
+    cfg = tiny_config(shared_data_dir)
+    fed = Federation.from_config(cfg, with_clients=False)
+    owned = {k: fed.model.state_dict()[k] for k in fed.owned_keys(2)}
+    spec = LocalTrainSpec(seed=5, round=3, epochs=2, batch_size=16, lr=3e-4, fused_adam=False, steps=7)
+    job = messages.parse_train(messages.train_content(2, owned, spec, messages.config_to_json(cfg), (1, 28, 28)))
+    assert job.client_id == 2 and job.spec == spec and job.cfg.to_dict() == cfg.to_dict() and job.image_shape == (1, 28, 28)
+    assert weights_equal(job.weights, owned)
+    assert not any(k.startswith("branches.0.") for k in job.weights)  # a fashion client never sees the mnist branch
+
+
+def test_node_config_maps_to_client_ids_and_local_partitions_match(shared_data_dir):
+    cfg = tiny_config(shared_data_dir)
+    assert clientapp.num_clients(cfg) == len(client_groups(cfg))
+    assert [clientapp.client_id_for(cfg, nc) for nc in node_configs(cfg)] == [0, 1, 2, 3]
+    assert clientapp.client_id_for(cfg, {"group": "fashion", "partition": 1}) == 3
+    assert clientapp.client_id_for(cfg, {"group": 1, "partition": 0}) == 2
+    assert clientapp.client_id_for(cfg, {"partition-id": 2, "num-partitions": 4}) == 2
+    for bad in ({"group": "cifar", "partition": 0}, {"group": "mnist", "partition": 2}, {"partition-id": 1, "num-partitions": 3}, {}):
+        with pytest.raises(ValueError):
+            clientapp.client_id_for(cfg, bad)
+    reference = build_clients(cfg, load_groups(cfg))
+    for ref in reference:
+        local = clientapp.load_client_data(cfg, ref.client_id)
+        assert local.client_id == ref.client_id and torch.equal(local.images, ref.images) and torch.equal(local.labels, ref.labels) and torch.equal(local.group_ids, ref.group_ids)
+
+
+def test_strategy_start_matches_the_inprocess_engine(tmp_path, shared_data_dir):
+    """GroupFedAvg used the plain-Flower way (Strategy.start) gives the engine's weights."""
+    cfg = tiny_config(shared_data_dir, train={"rounds": 2})
+    ref = train(cfg, RunDir.create(tmp_path, cfg, "ref"), progress=False)
+    fed = Federation.from_config(cfg, with_clients=False)
+    grid = FakeGrid(cfg, None)
+    strategy = GroupFedAvg(fed, NodeDirectory(grid, fed, poll_interval=0.01))
+    result = strategy.start(grid, messages.state_to_record(fed.initial_state().weights), num_rounds=2)
+    assert weights_equal(messages.record_to_state(result.arrays), ref.weights)
+    assert weights_equal(strategy.weights, ref.weights)
+
+
+def _tamper_by_round(plan):
+    """plan: {(round, client): action}; actions alter the reply of that client in that round."""
+
+    def tamper(msg, reply):
+        rnd = int(msg.metadata.group_id or 0)
+        if msg.metadata.message_type != "train":
+            return reply
+        cid = int(msg.content.config_records["config"]["client-id"])
+        action = plan.get((rnd, cid))
+        if action is None:
+            return reply
+        if action == "silent":
+            return None
+        if action == "error":
+            return Message(Error(code=2, reason="ClientApp crashed (test)"), reply_to=msg)
+        arrays = reply.content.array_records["arrays"]
+        state = messages.record_to_state(arrays)
+        key = sorted(state)[0]
+        if action == "nan":
+            state[key] = state[key].clone()
+            state[key].view(-1)[0] = float("nan")
+        elif action == "dtype":
+            state[key] = state[key].double()
+        elif action == "shape":
+            state[key] = state[key][:-1]
+        elif action == "missing-key":
+            del state[key]
+        elif action == "extra-key":
+            state["branches.9.weight"] = torch.zeros(1)
+        elif action == "unreadable":
+            del reply.content["meta"]
+            return reply
+        reply.content["arrays"] = messages.state_to_record(state)
+        return reply
+
+    return tamper
+
+
+def test_bad_and_missing_replies_are_rejected_logged_and_never_averaged(tmp_path, shared_data_dir):
+    cfg = tiny_config(shared_data_dir, federation={"participation": 1.0}, train={"rounds": 3})
+    run = RunDir.create(tmp_path, cfg, "faulty")
+    fed = Federation.from_config(cfg, with_clients=False)
+    initial = fed.initial_state().weights
+    plan = {
+        (1, 1): "nan", (1, 2): "dtype", (1, 3): "shape",  # round 1: only client 0 (mnist) is valid
+        (2, 0): "missing-key", (2, 1): "extra-key", (2, 2): "error", (2, 3): "silent",  # round 2: nothing valid
+        (3, 1): "unreadable",
+    }
+    grid = FakeGrid(cfg, None, tamper=_tamper_by_round(plan))
+    strategy = GroupFedAvg(fed, NodeDirectory(grid, fed, poll_interval=0.01))
+    dispatch = FlowerDispatcher(grid, strategy, round_timeout=0.3, poll_interval=0.05, log_dir=run.path / "flower")
+    states = [train(cfg, run, max_rounds=1, progress=False, federation=fed, dispatch=dispatch) for _ in range(3)]
+    rounds = [m for m in run.metrics() if m["type"] == "round"]
+    reasons = {r["round"]: {x["client"]: x["reason"] for x in r["rejected"]} for r in rounds}
+    assert rounds[0]["clients"] == [0] and set(reasons[1]) == {1, 2, 3}
+    assert "non-finite" in reasons[1][1] and "float64" in reasons[1][2] and "expected" in reasons[1][3]
+    # round 1: the fashion group sent nothing valid -> its branch keeps its weights; mnist's moved
+    w1 = states[0].weights
+    assert all(torch.equal(w1[k], initial[k]) for k in w1 if k.startswith("branches.1."))
+    assert not all(torch.equal(w1[k], initial[k]) for k in w1 if k.startswith("branches.0."))
+    # round 2: wrong keys rejected, an error reply and a silent node are missing; weights unchanged
+    assert rounds[1]["clients"] == [] and set(reasons[2]) == {0, 1} and "keys differ" in reasons[2][0]
+    assert rounds[1]["missing"] == [2, 3] and rounds[1]["empty"] is True
+    assert weights_equal(states[1].weights, w1)
+    assert rounds[2]["clients"] == [0, 2, 3] and "unreadable reply" in reasons[3][1]
+    exchanges = [json.loads(line) for line in (run.path / "flower" / "exchanges.jsonl").read_text().splitlines()]
+    assert [e["client"] for e in exchanges[1]["errors"]] == [2] and exchanges[1]["timed_out"] == [3]
+    assert "crashed" in exchanges[1]["errors"][0]["reason"]
+
+
+def test_a_client_without_a_node_is_missing_and_its_group_branch_kept(tmp_path, shared_data_dir):
+    cfg = tiny_config(shared_data_dir, federation={"participation": 1.0}, train={"rounds": 1})
+    run = RunDir.create(tmp_path, cfg, "nonode")
+    fed = Federation.from_config(cfg, with_clients=False)
+    grid = FakeGrid(cfg, None, clients=[0, 1])  # nobody serves the fashion clients
+    strategy = GroupFedAvg(fed, NodeDirectory(grid, fed, poll_interval=0.01))
+    state = train(cfg, run, progress=False, federation=fed, dispatch=FlowerDispatcher(grid, strategy, 1.0, 0.05, run.path / "flower"))
+    (round1,) = [m for m in run.metrics() if m["type"] == "round"]
+    assert round1["clients"] == [0, 1] and round1["missing"] == [2, 3]
+    initial = fed.initial_state().weights
+    assert all(torch.equal(state.weights[k], initial[k]) for k in initial if k.startswith("branches.1."))
+    assert json.loads((run.path / "flower" / "nodes.json").read_text()).keys() == {"0", "1"}
+
+
+def test_node_directory_restores_answers_and_never_stalls_rounds_on_a_silent_node(shared_data_dir):
+    cfg = tiny_config(shared_data_dir)
+    fed = Federation.from_config(cfg, with_clients=False)
+    silent = {1003}  # the node of client 3 takes queries but never answers
+
+    def drop_queries(msg, reply):
+        return None if msg.metadata.dst_node_id in silent else reply
+
+    grid = FakeGrid(cfg, None, tamper=drop_queries)
+    directory = NodeDirectory(grid, fed, poll_interval=0.01, query_timeout=1.0)
+    t = time.monotonic()
+    assert directory.refresh(range(4), wait=0.1) == [3]  # waits for the fresh query only up to query_timeout
+    assert 0.95 < time.monotonic() - t < 5.0
+    t = time.monotonic()
+    assert directory.refresh([0, 3]) == [3]  # asked again, but a node that let a query expire is not waited for
+    assert time.monotonic() - t < 0.6 and len(directory.pending) == 1
+    silent.clear()  # it answers from now on: once its pending query expires it is asked again and found
+    time.sleep(1.05)
+    assert [directory.refresh([0, 3]) for _ in range(3)] == [[3], [3], []] and directory.node_of(3) == 1003
+    saved = directory.as_json()
+    assert sorted(saved) == ["0", "1", "2", "3"] and saved["2"]["node_config"] == {"group": "fashion", "partition": 0}
+
+    # a restarted ServerApp reuses the answers of nodes still online and asks no one again
+    del grid.nodes[1001]  # client 1's node left
+    again = NodeDirectory(grid, fed, poll_interval=0.01)
+    assert again.restore(saved) == [0, 2, 3]
+    pushed = []
+    grid.push_messages = lambda msgs, push=grid.push_messages: pushed.extend(msgs) or push(msgs)
+    assert again.refresh([0, 1, 2]) == [1] and pushed == [] and again.node_of(2) == 1002
+
+
+def test_flower_engines_refuse_client_state_configs_before_writing(tmp_path, shared_data_dir):
+    from fissionvae.federation.flower.launch import check_flower_config
+
+    check_flower_config(tiny_config(shared_data_dir))
+    for sections in ({"mode": "centralized"}, {"federation": {"client_optimizer": "keep"}}):
+        with pytest.raises(ValueError, match="inprocess"):
+            check_flower_config(tiny_config(shared_data_dir, **sections))
+    config = tmp_path / "keep.yaml"
+    config.write_text(f"extends: {REPO / 'configs/mixed_mnist/quick.yaml'}\nfederation: {{client_optimizer: keep}}\n")
+    assert cli_main(["train", "--config", str(config), "--engine", "flower-sim", "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert not (tmp_path / "runs").exists()
+
+
+# --------------------------------------------------------------------------- real Flower processes
+
+
+def _assert_no_survivors(procs: ProcessSet, *homes: Path) -> None:
+    assert procs.seen_pids, "no process was recorded"
+    deadline = time.monotonic() + 10
+    while (procs.alive() or any(processes_with_home(h) for h in homes)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert procs.alive() == [], f"processes still running: {procs.alive()}"
+    for home in homes:
+        assert processes_with_home(home) == [], f"processes with FLWR_HOME under {home} still running"
+
+
+def three_clients(data_dir, **sections):
+    """Two MNIST clients and one FashionMNIST client: few processes for the deployment.
+
+    With seed 17 and participation 0.5 the rounds draw clients [0, 2], [0, 1, 2], [1, 2].
+    """
+    groups = [
+        {"name": "mnist", "dataset": "mnist", "clients": 2, "train_size": 400, "test_size": 200},
+        {"name": "fashion", "dataset": "fashion-mnist", "clients": 1, "train_size": 200, "test_size": 200},
+    ]
+    return tiny_config(data_dir, seed=17, data={"groups": groups}, **sections)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, shared_data_dir):
+    """The in-process engine's run of the 3-round federation: weights after round 2, and after
+    round 3 in which client 2's reply never arrives (its SuperNode dies in the deployment test)."""
+    cfg = three_clients(shared_data_dir, train={"rounds": 3})
+    run = RunDir.create(tmp_path_factory.mktemp("reference"), cfg, "inprocess")
+    two = train(cfg, run, max_rounds=2, progress=False)
+    fed = Federation.from_config(cfg)
+    inner = InProcessDispatcher(fed)
+
+    def client_2_lost_in_round_3(weights, round_index, participants, spec, **kwargs):
+        return inner(weights, round_index, [c for c in participants if (round_index, c) != (2, 2)], spec, **kwargs)
+
+    three = train(cfg, run, federation=fed, dispatch=client_2_lost_in_round_3, progress=False)
+    assert [r["clients"] for r in rounds_of(run)] == [[0, 2], [0, 1, 2], [1]] and rounds_of(run)[2]["missing"] == [2]
+    return SimpleNamespace(cfg=cfg, run=run, two=two.weights, three=three.weights)
+
+
+@pytest.mark.slow
+def test_flower_simulation_is_bit_identical_to_inprocess(tmp_path, reference):
+    """`--engine flower-sim`: a simulation SuperLink, Ray, `flwr run`, all started and stopped here."""
+    run = RunDir.create(tmp_path, reference.cfg, "flower-sim")
+    procs = ProcessSet()
+    state = train_with_flower(reference.cfg, run, "flower-sim", max_rounds=2, options=FlowerOptions(echo=False), processes=procs)
+    _assert_no_survivors(procs, run.path / "flower")
+    assert state.round == 2 and weights_equal(state.weights, reference.two)
+    assert rounds_of(run) == rounds_of(reference.run)[:2] and client_lines(run) == client_lines(reference.run)[: 2 + 3]  # rounds 1-2: 2 + 3 clients
+    assert json.loads(run.status_path.read_text())["state"] == "stopped"  # resumable, like --max-rounds in-process
+    assert sorted(p.name for p in run.images_dir.iterdir()) == sorted(p.name for p in reference.run.images_dir.iterdir())
+    assert (run.path / "flower" / "home" / "config.toml").is_file()  # FLWR_HOME inside the run folder
+    assert sorted(json.loads((run.path / "flower" / "nodes.json").read_text())) == ["0", "1", "2"]
+
+
+@pytest.mark.slow
+def test_deployment_over_tls_with_node_auth_resumes_and_survives_a_dead_node(tmp_path, reference):
+    """A loopback deployment as real processes: SuperLink with TLS and node authentication, one
+    SuperNode per client (keys registered), plus a node with an unregistered key and one without
+    the CA certificate, which cannot join. A first ServerApp trains round 1; a restarted one
+    resumes from the checkpoint and trains rounds 2 and 3; client 2's node is killed (SIGKILL)
+    once round 2 is checkpointed, so round 3 aggregates what arrived before the timeout. Every
+    round equals the in-process engine's, bit for bit (round 3: the in-process run without client
+    2's reply)."""
+    cfg = reference.cfg
+    tls = generate_certificates(tmp_path / "certs", ["127.0.0.1", "localhost"])
+    keys = {label: generate_node_keys(tmp_path / "keys", f"node-{label}") for label in ("0", "1", "2", "intruder")}
+    run = RunDir.create(tmp_path, cfg, "flower")
+    dep = LocalDeployment(cfg, tmp_path / "deployment", tls=tls, node_auth=True)
+    after_round_2 = {}
+
+    def kill_client_2_after_round_2():
+        while json.loads(run.status_path.read_text())["rounds_done"] < 2:
+            time.sleep(0.05)
+        after_round_2["state"] = run.load_state()
+        dep.kill_node(2, hard=True)
+
+    try:
+        dep.start(start_nodes=False)
+        with ThreadPoolExecutor(3) as pool:  # `flwr supernode register`, one process per key
+            for res in pool.map(dep.register_node, [keys[label][1] for label in ("0", "1", "2")]):
+                assert res.returncode == 0, res.stdout + res.stderr
+        for cid in range(3):
+            dep.start_node(cid, auth_private_key=keys[str(cid)][0])
+        intruder = dep.start_node(0, auth_private_key=keys["intruder"][0], label="intruder")
+        plain = dep.start_node(0, label="plain-http", trust_ca=False, max_retries=1)
+        with pytest.raises((OSError, http.client.HTTPException)):  # the SuperLink speaks HTTPS only
+            urllib.request.urlopen(f"http://{dep.address}/health", timeout=10)
+
+        opts = FlowerOptions(echo=False, node_wait=120, round_timeout=30, root_certificates=tls.ca_cert)
+        first = train_with_flower(cfg, run, "flower", dep.address, max_rounds=1, options=opts)
+        assert first.round == 1 and json.loads(run.status_path.read_text())["state"] == "stopped"
+        killer = threading.Thread(target=kill_client_2_after_round_2, daemon=True)
+        killer.start()
+        final = train_with_flower(cfg, run, "flower", dep.address, options=opts)
+        killer.join(5)
+        for node in (intruder, plain):
+            node.popen.wait(30)
+        assert dep.nodes["0"].running() and dep.nodes["1"].running()
+    finally:
+        dep.stop()
+    _assert_no_survivors(dep.procs, tmp_path / "deployment", run.path / "flower")
+
+    assert intruder.popen.returncode not in (0, None) and "Failed to activate SuperNode" in intruder.log_tail()
+    assert plain.popen.returncode not in (0, None) and "Exit Code: 303" not in plain.log_tail()  # connection failed (303: a local config error)
+    assert weights_equal(after_round_2["state"].weights, reference.two)
+    assert final.round == 3 and weights_equal(final.weights, reference.three)
+    assert rounds_of(run) == rounds_of(reference.run) and client_lines(run) == client_lines(reference.run)
+    exchanges = [json.loads(line) for line in (run.path / "flower" / "exchanges.jsonl").read_text().splitlines()]
+    assert exchanges[2]["participants"] == [1, 2] and exchanges[2]["replied"] == [1]
+    assert exchanges[2]["timed_out"] + exchanges[2]["no_node"] + [e["client"] for e in exchanges[2]["errors"]] == [2]
+    fashion = [k for k in final.weights if k.startswith("branches.1.")]
+    assert fashion and all(torch.equal(final.weights[k], reference.two[k]) for k in fashion)  # its only client sent nothing
+    log = (run.path / "flower" / "serverapp.log").read_text()
+    assert "3 SuperNode(s) of the previous ServerApp still online" in log  # the restarted ServerApp asked no one again
+    assert json.loads(run.status_path.read_text())["state"] == "finished"
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def test_flower_commands_parse_and_write_certificates_and_keys(tmp_path, capsys):
+    from fissionvae.federation.flower import cli as flower_cli
+
+    parser = build_parser()
+    args = parser.parse_args(["flower", "supernode", "--superlink", "10.0.0.5:8000", "--group", "fashion", "--partition", "3", "--insecure"])
+    assert args.func is flower_cli.cmd_supernode and args.group == "fashion" and args.partition == 3 and args.port == 9094
+    args = parser.parse_args(["train", "--config", "x.yaml", "--engine", "flower", "--superlink", "127.0.0.1:8000", "--round-timeout", "60"])
+    assert args.engine == "flower" and args.superlink == "127.0.0.1:8000" and args.round_timeout == 60.0 and args.node_wait is None
+    assert parser.parse_args(["train", "--config", "x.yaml"]).engine == "inprocess"
+
+    assert cli_main(["flower", "certs", "--out", str(tmp_path / "c"), "--host", "127.0.0.1"]) == 0
+    assert {p.name for p in (tmp_path / "c").iterdir()} == {"ca.crt", "ca.key", "server.pem", "server.key"}
+    assert cli_main(["flower", "keys", "--out", str(tmp_path / "k"), "--name", "mnist-0"]) == 0
+    assert (tmp_path / "k" / "mnist-0.pub").read_text().startswith("ecdsa-sha2-nistp384 ")
+    assert (tmp_path / "k" / "mnist-0").stat().st_mode & 0o077 == 0
+
+    # refused before anything starts or is written, with the option named
+    runs = tmp_path / "runs"
+    for argv, message in (
+        (["train", "--config", "x.yaml", "--engine", "flower"], "--superlink"),
+        (["train", "--config", "x.yaml", "--superlink", "h:1"], "--superlink"),
+        (["train", "--config", "x.yaml", "--engine", "flower-sim", "--superlink", "h:1"], "--superlink"),
+        (["flower", "superlink"], "--insecure"),
+        (["flower", "supernode", "--superlink", "h:1", "--group", "mnist", "--insecure"], "--partition"),
+    ):
+        capsys.readouterr()
+        assert cli_main([*argv, "--runs-dir", str(runs)] if argv[0] == "train" else argv) == 2
+        assert message in capsys.readouterr().err
+    assert not runs.exists()

@@ -47,7 +47,7 @@ def _add_sample(sub) -> None:
 
 
 def _add_data(sub) -> None:
-    p = sub.add_parser("data", help="download or verify datasets")
+    p = sub.add_parser("data", help="download MNIST/FashionMNIST, or build the CHARM composite from local folders")
     dsub = p.add_subparsers(dest="data_cmd", required=True)
     d = dsub.add_parser("download", help="download MNIST/FashionMNIST with checksum verification")
     d.add_argument("--dataset", action="append", choices=["mnist", "fashion-mnist"], help="default: both")

@@ -22,7 +22,6 @@ import yaml
 
 PRIOR_STRATEGIES = ("identical", "one-hot", "symmetrical", "random", "wave", "learnable")
 KNOWN_DATASETS = ("mnist", "fashion-mnist", "mnist-rgb", "fashion-mnist-rgb", "folder")
-LIKELIHOODS = ("bernoulli", "gaussian", "dlml")
 
 
 class ConfigError(ValueError):
@@ -54,7 +53,7 @@ class FolderConfig:
     ``test_fraction`` of the training folder is held out. Images are centre-cropped to a square
     and resized to ``size`` x ``size`` with the Pillow filter ``resample``; ``strict`` makes an
     unreadable or non-image file an error instead of a skipped file named in a warning.
-    ``labels: subfolder`` labels each image by the folder directly holding it (class folders).
+    ``labels: subfolder`` labels each image by the folder holding it, relative to the group folder.
     """
 
     train: str

@@ -227,12 +227,17 @@ def flower_sim_round(cfg, root: str | Path, *, sim_cpus: int | None = None, labe
     return run_engine(label, "flower-sim-1cpu" if sim_cpus == 1 else "flower-sim", cfg, Path(root), None, sim_cpus=sim_cpus)
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_round_arguments(p: argparse.ArgumentParser) -> None:
+    """The options that define the benchmarked round (shared with bench/engine_speed.py)."""
     p.add_argument("--config", type=Path, default=REPO / "configs/mixed_mnist/fission_ld.yaml")
     p.add_argument("--data-dir", default=os.environ.get("FISSIONVAE_DATA_DIR", str(REPO.parent / "shared" / "data")))
     p.add_argument("--scale", type=float, default=1.0, help="fraction of the training images (1.0: 6,000 per client)")
     p.add_argument("--participants", type=int, default=10, help="clients drawn in the round (a seed that draws exactly this many is chosen)")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_round_arguments(p)
     p.add_argument("--all-nodes", action="store_true", help="deployment: a SuperNode for every client, not only the round's participants")
     p.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated subset of {','.join(ENGINES)}")
     p.add_argument("--repeat", type=int, default=1, help="run the engine list this many times, interleaved (default 1)")

@@ -378,11 +378,10 @@ def flower_available() -> bool:
 
 
 def main() -> int:
+    from engine_round import add_round_arguments
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", type=Path, default=REPO / "configs/mixed_mnist/fission_ld.yaml")
-    p.add_argument("--data-dir", default=os.environ.get("FISSIONVAE_DATA_DIR", str(REPO.parent / "shared" / "data")))
-    p.add_argument("--scale", type=float, default=1.0, help="fraction of the training images (1.0: 6,000 per client)")
-    p.add_argument("--participants", type=int, default=10, help="clients drawn in the round (a seed that draws exactly this many is chosen)")
+    add_round_arguments(p)
     p.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated subset of {','.join(ENGINES)}")
     p.add_argument("--no-flower", action="store_true", help="leave out flower-sim")
     p.add_argument("--no-roofline", action="store_true", help="skip the single-worker roofline measurements")

@@ -36,3 +36,14 @@ def inception_path() -> Path:
         return inception.resolve_inception_path()
     except FileNotFoundError:
         return inception.fetch_inception(progress=False)
+
+
+@pytest.fixture(scope="module")
+def isolated_cache(tmp_path_factory, inception_path):
+    """Classifier and statistics caches in a temp dir shared by one test module; yields the Inception path.
+
+    Modules that need another kind of isolation define their own ``isolated_cache``.
+    """
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FISSIONVAE_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield str(inception_path)

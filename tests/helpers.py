@@ -9,6 +9,16 @@ from fissionvae.config import deep_merge
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The paper's Table 1 models as model-config overrides, keyed by their config file names.
+TABLE1 = {
+    "fedvae": {"prior": "identical", "decoder_branches": False},
+    "fission_l": {"prior": "wave", "decoder_branches": False},
+    "fission_d": {"prior": "identical", "decoder_branches": True},
+    "fission_ld": {"prior": "wave", "decoder_branches": True},
+    "fission_hld": {"prior": "wave", "decoder_branches": True, "hierarchical": True},
+    "fission_hld_learnable": {"prior": "learnable", "decoder_branches": True, "hierarchical": True},
+}
+
 
 def tiny_config(data_dir: Path, **sections) -> RunConfig:
     """A two-group Mixed MNIST federation small enough for unit tests."""

@@ -33,14 +33,6 @@ def runs(tmp_path_factory, shared_data_dir):
     return out
 
 
-@pytest.fixture(scope="module")
-def isolated_cache(tmp_path_factory, inception_path):
-    """Classifier and statistics caches in a temp dir shared by this module; Inception passed explicitly."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FISSIONVAE_CACHE", str(tmp_path_factory.mktemp("cache")))
-        yield str(inception_path)
-
-
 def test_pooled_stats_equal_stats_of_the_union():
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(50, 4)), rng.normal(2.0, 3.0, size=(80, 4))
@@ -78,6 +70,10 @@ def test_evaluate_writes_all_metrics_and_resumes_from_cache(runs, isolated_cache
     monkeypatch.setattr(ev, "nll_report", lambda *a, **k: (_ for _ in ()).throw(AssertionError("NLL recomputed")))
     again = evaluate_run(run.path, EvalOptions(iw_samples=5, inception=isolated_cache, tsne=False, progress=False))
     assert again["fid"]["overall"] == pytest.approx(result["fid"]["overall"])
+    # another sample count is another evaluation, but the NLL depends only on the weights and the
+    # test images: it is reused, not recomputed
+    other = evaluate_run(run.path, EvalOptions(num_samples=40, iw_samples=5, fid=False, tsne=False, progress=False, result_name="eval-40"))
+    assert other["num_samples"] == 40 and other["nll"] == saved["nll"]
 
 
 def test_reduced_evaluation_is_flagged(runs, isolated_cache):

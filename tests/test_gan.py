@@ -163,13 +163,6 @@ def gan_run(tmp_path_factory, shared_data_dir):
     return run
 
 
-@pytest.fixture(scope="module")
-def isolated_cache(tmp_path_factory, inception_path):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FISSIONVAE_CACHE", str(tmp_path_factory.mktemp("cache")))
-        yield str(inception_path)
-
-
 def test_short_run_discriminator_stays_bounded(gan_run):
     rounds = [m for m in gan_run.metrics() if m["type"] == "round"]
     assert [m["round"] for m in rounds] == [1, 2, 3, 4] and all(m["clients"] == [0, 1] for m in rounds)

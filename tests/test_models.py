@@ -6,16 +6,8 @@ import torch
 from fissionvae.config import DecoderConfig
 from fissionvae.models.distributions import DiagGaussian, unit_gaussian_log_prob
 from fissionvae.models.vae import build_model
-from tests.helpers import tiny_config
+from tests.helpers import TABLE1, tiny_config
 
-VARIANTS = {
-    "fedvae": {"prior": "identical", "decoder_branches": False},
-    "fission_l": {"prior": "wave", "decoder_branches": False},
-    "fission_d": {"prior": "identical", "decoder_branches": True},
-    "fission_ld": {"prior": "wave", "decoder_branches": True},
-    "fission_hld": {"prior": "wave", "decoder_branches": True, "hierarchical": True},
-    "fission_hld_learnable": {"prior": "learnable", "decoder_branches": True, "hierarchical": True},
-}
 
 
 def make(tmp_path, **model):
@@ -47,9 +39,9 @@ def test_general_kl_matches_monte_carlo_and_unit_case():
     assert torch.isclose(q.kl(unit), q.kl_to_unit()).all()
 
 
-@pytest.mark.parametrize("name", sorted(VARIANTS))
+@pytest.mark.parametrize("name", sorted(TABLE1))
 def test_every_variant_trains_and_samples(tmp_path, name):
-    model = make(tmp_path, **VARIANTS[name])
+    model = make(tmp_path, **TABLE1[name])
     x, gid = batch()
     terms = model.terms(x, gid, torch.Generator().manual_seed(0))
     assert all(v.shape == (12,) and torch.isfinite(v).all() for v in terms.values())

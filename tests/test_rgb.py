@@ -19,16 +19,8 @@ from fissionvae.federation.client import ClientResult
 from fissionvae.federation.engine import train
 from fissionvae.models.vae import build_model
 from fissionvae.runs import RunDir
-from tests.helpers import REPO
+from tests.helpers import REPO, TABLE1
 
-TABLE1 = {
-    "fedvae": {"prior": "identical", "decoder_branches": False},
-    "fission_l": {"prior": "wave", "decoder_branches": False},
-    "fission_d": {"prior": "identical", "decoder_branches": True},
-    "fission_ld": {"prior": "wave", "decoder_branches": True},
-    "fission_hld": {"prior": "wave", "decoder_branches": True, "hierarchical": True},
-    "fission_hld_learnable": {"prior": "learnable", "decoder_branches": True, "hierarchical": True},
-}
 SMALL_MODEL = {
     "latent_dim": 8, "z2_dim": 4, "encoder_kind": "strided", "encoder_hidden": [4, 8], "encoder_head": [16], "norm": "group",
     "decoder": {"kind": "strided", "hidden": [8, 4], "head": [16], "latent_hidden": [16]}, "z2_encoder_hidden": [16],

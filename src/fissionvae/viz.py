@@ -64,16 +64,21 @@ def plot_losses(metrics: list[dict], path: str | Path, title: str = "") -> Path:
         xs, ys = zip(*series[key])
         ax = axes[0] if key.startswith("train/") else axes[1]
         ax.plot(xs, ys, label=key, marker="." if len(xs) < 30 else None, linewidth=2.2 if key == "test/loss" else 1.2)
-    for ax, name in zip(axes, ("train (this round's participants)", "test (fixed subset per group)")):
+    _label_round_panels(axes, ("train (this round's participants)", "test (fixed subset per group)"), "nats / image", title)
+    out = save_figure(fig, path)
+    plt.close(fig)
+    return out
+
+
+def _label_round_panels(axes, names: tuple[str, ...], ylabel: str, title: str) -> None:
+    """Axis labels, titles, grid and legend of per-round curve panels."""
+    for ax, name in zip(axes, names):
         ax.set_xlabel("round (centralised: epoch)")
-        ax.set_ylabel("nats / image")
+        ax.set_ylabel(ylabel)
         ax.set_title(f"{title}: {name}" if title else name)
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8)
-    out = save_figure(fig, path)
-    plt.close(fig)
-    return out
 
 
 GAN_CURVES = ("d_loss", "g_loss")
@@ -98,13 +103,8 @@ def plot_gan_losses(metrics: list[dict], path: str | Path, title: str = "") -> P
             if points:
                 xs, ys = zip(*points)
                 ax.plot(xs, ys, label=key, marker="." if len(xs) < 30 else None)
-        ax.set_xlabel("round (centralised: epoch)")
-        ax.set_ylabel("nats / image (D outputs: probability)")
-        name = "train (this round's participants)" if split == "train" else "test (fixed test images + fresh samples)"
-        ax.set_title(f"{title}: {name}" if title else name)
-        ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize=8)
+    names = ("train (this round's participants)", "test (fixed test images + fresh samples)")
+    _label_round_panels(axes, names, "nats / image (D outputs: probability)", title)
     out = save_figure(fig, path)
     plt.close(fig)
     return out

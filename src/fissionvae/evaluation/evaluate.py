@@ -306,6 +306,9 @@ def evaluate_run(run_dir: str | Path, opts: EvalOptions | None = None) -> dict:
     subset = "" if opts.test_size is None else f"|test{opts.test_size}"  # NLL depends on the test images
     tag = hashlib.sha256(f"{digest}|{counts}|{opts.pathway}{swap}{subset}|{EVAL_FORMAT}".encode()).hexdigest()[:16]
     cache = run.path / "eval" / "cache" / tag
+    # the NLL depends on the weights and the test images only, not on sample counts, pathway or
+    # prior swap: one cache serves every evaluation variant of the same weights
+    nll_cache = run.path / "eval" / "cache" / ("nll-" + hashlib.sha256(f"{digest}{subset}|{EVAL_FORMAT}".encode()).hexdigest()[:16])
     samples = [generate(model, gi, n, cfg.seed, opts.pathway, prior_group=partners[gi]) for gi, n in enumerate(counts)]
     result = {
         "format": EVAL_FORMAT,
@@ -331,7 +334,7 @@ def evaluate_run(run_dir: str | Path, opts: EvalOptions | None = None) -> dict:
     from fissionvae.evaluation.collapse import collapse_report
 
     result["collapse"] = collapse_report(samples, [to_uint8(g.test_images) for g in groups], cfg.group_names, result["classifier"]["pool"])
-    result["nll"] = nll_metrics(model, groups, cfg.seed, opts, cache) if model.kind == "vae" else {"skipped": NLL_SKIPPED}
+    result["nll"] = nll_metrics(model, groups, cfg.seed, opts, nll_cache) if model.kind == "vae" else {"skipped": NLL_SKIPPED}
     result["pictures"] = write_pictures(model, groups, samples, run.path / opts.result_name, cfg.seed, opts, partners)
     result["seconds"] = time.perf_counter() - start
     atomic_write_json(run.path / f"{opts.result_name}.json", result)

@@ -164,7 +164,7 @@ class InceptionFeatures:
         An already-loaded network (used instead of ``path``; converted in place when
         ``channels_last`` is set).
     batch_size
-        Images per forward pass.
+        Images per forward pass (default: 16 on the CPU, the fastest measured; 200 on a GPU).
     channels_last
         Run the network in channels-last memory format (same features to ~1e-5).
     bf16
@@ -187,20 +187,21 @@ class InceptionFeatures:
         path: str | os.PathLike[str] | None = None,
         *,
         model: FIDInceptionV3 | None = None,
-        batch_size: int = 16,
+        batch_size: int | None = None,
         channels_last: bool = True,
         bf16: bool = False,
         progress: bool = True,
         device: str = "cpu",
     ) -> None:
+        self.device = torch.device(device)
+        if batch_size is None:
+            batch_size = 200 if self.device.type == "cuda" else 16
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive; got {batch_size}")
-        self.device = torch.device(device)
         if self.device.type == "cuda":
             # full float32 convolutions and matmuls: TF32 would move the features (and FID)
             torch.backends.cudnn.allow_tf32 = False
             torch.backends.cuda.matmul.allow_tf32 = False
-            batch_size = max(batch_size, 200)
         self.model = model if model is not None else load_inception(path)
         self.model = self.model.to(self.device)
         if channels_last:

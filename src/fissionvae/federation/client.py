@@ -19,6 +19,7 @@ per-image terms for the client's metrics). Engines (in-process, worker processes
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import time
@@ -107,20 +108,9 @@ def client_update(
     metrics = {name: total / seen for name, total in sums.items()}
     metrics.update(seconds=seconds, samples_per_s=seen / max(seconds, 1e-9), steps=steps)
     state = model.state_dict()
-    kept = _detached(optimizer.state_dict()) if spec.keep_optimizer else None
+    kept = copy.deepcopy(optimizer.state_dict()) if spec.keep_optimizer else None  # shares no storage with the live Adam
     weights_out = {k: state[k].detach().to("cpu", copy=True) for k in owned}  # aggregation runs on the CPU
     return ClientResult(data.client_id, groups, data.num_samples, weights_out, metrics, kept)
-
-
-def _detached(tree):
-    """A deep copy of an optimiser state dict whose tensors share no storage with the live optimiser."""
-    if isinstance(tree, Tensor):
-        return tree.detach().clone()
-    if isinstance(tree, dict):
-        return {k: _detached(v) for k, v in tree.items()}
-    if isinstance(tree, list):
-        return [_detached(v) for v in tree]
-    return tree
 
 
 def minibatches(num_samples: int, spec: LocalTrainSpec, generator: torch.Generator) -> Iterator[Tensor]:

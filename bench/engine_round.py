@@ -189,7 +189,7 @@ class CpuMeter(threading.Thread):
         return sum(cpu - self.baseline.get(pid, 0.0) for pid, cpu in self.last.items())
 
 
-def run_engine(label: str, name: str, cfg, root: Path, deployment: LocalDeployment | None, sim_cpus: int | None = None) -> tuple[dict, dict]:
+def run_engine(label: str, name: str, cfg, root: Path, deployment: LocalDeployment | None, sim_cpus: int | None = None, client_cpus: int = 1) -> tuple[dict, dict]:
     """Run one engine; the in-process engine runs in its own process and session, like Flower's."""
     run = RunDir.create(root, cfg, label)
     os.environ["FISSIONVAE_BENCH"] = label
@@ -200,7 +200,7 @@ def run_engine(label: str, name: str, cfg, root: Path, deployment: LocalDeployme
         if name == "inprocess":
             subprocess.run([sys.executable, "-c", INPROCESS.format(path=str(run.path))], check=True, start_new_session=True)
         elif name in ("flower-sim", "flower-sim-1cpu"):
-            opts = FlowerOptions(echo=False, client_cpus=1, sim_cpus=1 if name == "flower-sim-1cpu" else sim_cpus)
+            opts = FlowerOptions(echo=False, client_cpus=client_cpus, sim_cpus=1 if name == "flower-sim-1cpu" else sim_cpus)
             train_with_flower(cfg, run, "flower-sim", options=opts)
         else:
             assert deployment is not None
@@ -215,16 +215,17 @@ def run_engine(label: str, name: str, cfg, root: Path, deployment: LocalDeployme
     return res, run.load_state().weights
 
 
-def flower_sim_round(cfg, root: str | Path, *, sim_cpus: int | None = None, label: str = "flower-sim") -> tuple[dict, dict]:
+def flower_sim_round(cfg, root: str | Path, *, sim_cpus: int | None = None, client_cpus: int = 1, label: str = "flower-sim") -> tuple[dict, dict]:
     """Run ``cfg`` (e.g. :func:`paper_round_config`) on Flower's simulation engine in a new run
     folder ``<root>/<label>``; every process it starts is stopped before it returns.
 
     ``sim_cpus``: CPUs Ray may use (1: one simulated client at a time, the in-process engine's
-    compute; None: all cores, 1 CPU per client). Returns the summary (round wall time and
+    compute; None: all cores); ``client_cpus``: Ray CPUs per simulated client (1: as many clients at
+    once as cores; 2: Flower's own default, one client at a time on 2 cores). Returns the summary (round wall time and
     samples/s from metrics.jsonl, clients' training time, command total, CPU seconds of all
     its processes) and the final weights.
     """
-    return run_engine(label, "flower-sim-1cpu" if sim_cpus == 1 else "flower-sim", cfg, Path(root), None, sim_cpus=sim_cpus)
+    return run_engine(label, "flower-sim-1cpu" if sim_cpus == 1 else "flower-sim", cfg, Path(root), None, sim_cpus=sim_cpus, client_cpus=client_cpus)
 
 
 def add_round_arguments(p: argparse.ArgumentParser) -> None:

@@ -24,6 +24,8 @@ Engines (``--engines``):
   client, all cores), run by ``bench/engine_round.py``'s ``flower_sim_round``, then once more on
   the same cohort training one batch per client (its fixed cost); skipped with a note if Flower
   is not installed (or with ``--no-flower``).
+- ``flower-sim-default``: the same with Flower's own default client resources (2 CPUs per
+  simulated client, ``flwr``'s Ray backend default): on a 2-core machine one client at a time.
 
 Every engine runs as its own process in its own session, one after another, ``--repeat`` times
 interleaved. On a machine shared with other work the wall times say little about parallelism:
@@ -35,8 +37,10 @@ round's critical path in CPU time, i.e. what the round takes on idle cores
 Flower must end with bit-identical weights (checked; the naive loop is a different program).
 
 The roofline part (``--roofline``, on by default) measures in this process, with one thread and
-CPU time: this CPU's fp32 matmul peak (a 4096^3 matmul, best of 3), the model's forward +
-backward and the fused/default Adam step at batch 32, and the FLOPs per sample of the MLP.
+CPU time: this CPU's fp32 matmul peak (a 4096^3 matmul, best of 3) and copy bandwidth, the step's
+17 matrix products alone, the model's forward + backward and the fused/default Adam step at batch
+32, the FLOPs per sample of the MLP and the step's estimated memory traffic; ``--figure PATH``
+draws them on a roofline.
 
 Usage::
 
@@ -65,7 +69,8 @@ from torch.nn import functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
-ENGINES = ("naive", "engine-1", "engine-2", "flower-sim")
+ENGINES = ("naive", "engine-1", "engine-2", "flower-sim", "flower-sim-default")
+FLOWER_ENGINES = {"flower-sim": 1, "flower-sim-default": 2}  # Ray CPUs per simulated client
 
 
 # --------------------------------------------------------------------------- the naive loop
@@ -207,20 +212,23 @@ def run_one(name: str, rep: int, args, root: Path) -> tuple[dict, dict | None]:
     CPU minus that of the same command training one batch per client, i.e. Flower's start-up and
     fixed round cost removed); ``idle_round_seconds`` is the round's critical path in CPU time (what
     the round takes on idle cores): naive and engine-1 their CPU, engine-2 the busiest worker's CPU
-    plus the server's, flower-sim its work CPU spread perfectly over 2 cores (a bound in its favour).
+    plus the server's, flower-sim its work CPU spread perfectly over 2 cores (a bound in its favour),
+    flower-sim-default its work CPU (one client at a time).
     """
     from fissionvae.runs import RunDir
 
     label = f"{name}-{rep}"
     cfg = make_config(args, 2 if name == "engine-2" else 1)
-    if name == "flower-sim":
+    if name in FLOWER_ENGINES:
         from engine_round import flower_sim_round, probe_config
 
-        res, weights = flower_sim_round(cfg, root, label=label)  # all cores, 1 CPU per simulated client
-        fixed, _ = flower_sim_round(probe_config(cfg), root, label=f"{label}-probe")
+        per_client = FLOWER_ENGINES[name]
+        res, weights = flower_sim_round(cfg, root, label=label, client_cpus=per_client)  # all cores
+        fixed, _ = flower_sim_round(probe_config(cfg), root, label=f"{label}-probe", client_cpus=per_client)
         work = max(res["cpu_seconds"] - fixed["cpu_seconds"], 1e-9)
-        res.update(engine=name, repeat=rep + 1, round_seconds=res["round_seconds"][0], command_seconds=res.pop("total_seconds"),
-                   fixed_cpu_seconds=fixed["cpu_seconds"], work_cpu_seconds=round(work, 1), idle_round_seconds=round(work / 2, 2))
+        at_once = max(1, (os.cpu_count() or 1) // per_client)  # simulated clients training at once
+        res.update(engine=name, repeat=rep + 1, round_seconds=res["round_seconds"][0], command_seconds=res.pop("total_seconds"), client_cpus=per_client,
+                   fixed_cpu_seconds=fixed["cpu_seconds"], work_cpu_seconds=round(work, 1), idle_round_seconds=round(work / at_once, 2))
     else:
         run = RunDir.create(root, cfg, label)
         child = "--child-naive" if name == "naive" else "--child-engine"
@@ -288,6 +296,89 @@ def matmul_peak(n: int = 4096) -> float:
     return max(2 * n**3 / cpu_time_per_call(lambda: a @ b, 1, warmup=1) for _ in range(3))
 
 
+def stream_bandwidth(mb: int = 256) -> float:
+    """Bytes/s of a one-thread copy of ``mb`` MB (read + write counted), best of 3 (CPU time)."""
+    src = torch.ones(mb * 2**20 // 4)
+    dst = torch.empty_like(src)
+    return max(2 * src.numel() * 4 / cpu_time_per_call(lambda: dst.copy_(src), 3, warmup=1) for _ in range(3))
+
+
+MLP_LAYERS = [(784, 512), (512, 256), (256, 32), (16, 256), (256, 512), (512, 784)]  # fission_ld: encoder, one decoder branch
+
+
+def matmul_only_step(batch: int = 32):
+    """The step's 17 matrix products with its shapes and transposes (forward, weight and input
+    gradients; no input gradient for the first layer), as a callable, for the matmul-only point."""
+    mats = []
+    for k, (fan_in, fan_out) in enumerate(MLP_LAYERS):
+        mats.append((torch.rand(batch, fan_in), torch.randn(batch, fan_out), torch.randn(fan_out, fan_in), k > 0))
+
+    def step(_i=None):
+        for a, grad, w, needs_input_grad in mats:
+            torch.mm(a, w.t())
+            torch.mm(grad.t(), a)
+            if needs_input_grad:
+                torch.mm(grad, w)
+
+    return step
+
+
+def step_traffic_bytes(n_params: int, first_layer: int) -> dict[str, int]:
+    """Estimated memory traffic of one batch-32 step (fp32), the roofline's x axis.
+
+    The 4.3 MB of weights do not stay in the 1-2 MB L2, so each pass streams them: the forward
+    reads every weight, the backward reads every weight but the first layer's (input gradients)
+    and writes every weight gradient; Adam reads parameters, gradients and both moments and writes
+    parameters and moments (7 x 4 bytes per parameter). Activations (32 x ~3k floats) are left out.
+    """
+    w = 4 * n_params
+    matmuls = w + (w - 4 * first_layer) + w
+    return {"matmuls": matmuls, "adam": 7 * 4 * n_params, "step": matmuls + 7 * 4 * n_params}
+
+
+def roofline_figure(roof: dict, path: Path) -> Path:
+    """The single worker on a roofline: achieved GFLOP/s against arithmetic intensity, under this
+    CPU's one-thread fp32 matmul peak and copy bandwidth."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    peak, bw = roof["peak_gflops_1thread"], roof["stream_gb_per_s_1thread"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    ridge = peak / bw
+    ax.plot([0.5, ridge, 200], [bw * 0.5, peak, peak], color="k", lw=1.5, label=f"roof: {peak:.0f} GFLOP/s fp32 matmul peak, {bw:.0f} GB/s copy")
+    points = [
+        ("the 17 matmuls alone", "matmuls", "matmuls_only", "tab:green"),
+        ("our forward + backward", "matmuls", "ours_fwd_bwd", "tab:blue"),
+        ("our step (+ fused Adam)", "step", "ours_step", "tab:purple"),
+        ("naive step (default Adam)", "step", "naive_step", "tab:red"),
+    ]
+    for label, traffic, case, colour in points:
+        x = roof["intensity_flop_per_byte"][traffic]
+        y = roof["gflops"][case]
+        ax.scatter([x], [y], color=colour, zorder=3, label=f"{label}: {y:.0f} GFLOP/s, {roof['ms_per_step'][case]:.2f} ms/step")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_yticks([t for t in (5, 10, 20, 30, 50, 70, 100, 200) if t <= 1.5 * peak])
+    ax.set_xticks([0.5, 1, 2, 5, 10, 20, 50, 100, 200])
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("arithmetic intensity (FLOP per byte of estimated memory traffic)")
+    ax.set_ylabel("achieved GFLOP/s (one thread)")
+    ax.set_title(f"One worker, batch 32: {roof['flops_per_sample']['total'] / 1e6:.2f} MFLOP per sample", fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
 def roofline(data_dir: str, reps: int = 5, steps: int = 50) -> dict:
     """Peak fp32 matmul FLOP/s and the single worker's step, one thread, CPU time.
 
@@ -324,6 +415,7 @@ def roofline(data_dir: str, reps: int = 5, steps: int = 50) -> dict:
         naive_adam.step()
 
     cases = {
+        "matmuls_only": matmul_only_step(),
         "ours_step": lambda i: model.local_step(images[i], groups[i], ours_adam, gen),
         "ours_fwd_bwd": fwd_bwd,
         "adam_fused": lambda i: fused.step(),
@@ -340,9 +432,9 @@ def roofline(data_dir: str, reps: int = 5, steps: int = 50) -> dict:
                 fn(i)
             times[name].append((time.process_time() - start) / steps)
     ms = {name: statistics.median(v) * 1e3 for name, v in times.items()}
-    layers = [(784, 512), (512, 256), (256, 32), (16, 256), (256, 512), (512, 784)]
-    flops = mlp_flops_per_sample(layers)
+    flops = mlp_flops_per_sample(MLP_LAYERS)
     n_params = sum(p.numel() for p in params)
+    traffic = step_traffic_bytes(n_params, MLP_LAYERS[0][0] * MLP_LAYERS[0][1])
     owned = {k: v for k, v in model.state_dict().items() if k.startswith(model.owned_prefixes([0]))}
     blob = pickle.dumps(owned, protocol=pickle.HIGHEST_PROTOCOL)
     dumps = min(cpu_time_per_call(lambda: pickle.dumps(owned, protocol=pickle.HIGHEST_PROTOCOL), 5) for _ in range(3))
@@ -351,12 +443,15 @@ def roofline(data_dir: str, reps: int = 5, steps: int = 50) -> dict:
     return {
         "pool_start_seconds_2_workers": round(pool_start_seconds(data_dir), 2),
         "peak_gflops_1thread": round(peak / 1e9, 1),
+        "stream_gb_per_s_1thread": round(stream_bandwidth() / 1e9, 1),
+        "traffic_bytes_per_step": traffic,
+        "intensity_flop_per_byte": {k: round(per_step / v, 2) for k, v in traffic.items()},
         "flops_per_sample": flops,
         "params_per_client": n_params,
         "adam_bytes_per_step": 7 * 4 * n_params,  # read param, grad, m, v; write param, m, v (fp32)
         "ms_per_step": {k: round(v, 3) for k, v in ms.items()},
         "samples_per_cpu_s": {k: round(32e3 / v) for k, v in ms.items() if k.endswith("step")},
-        "gflops": {"ours_step": round(per_step / ms["ours_step"] / 1e6, 1), "ours_fwd_bwd": round(per_step / ms["ours_fwd_bwd"] / 1e6, 1), "naive_step": round(per_step / ms["naive_step"] / 1e6, 1)},
+        "gflops": {k: round(per_step / ms[k] / 1e6, 1) for k in ("matmuls_only", "ours_fwd_bwd", "ours_step", "naive_step")},
         "ours_step_vs_naive_step": round(ms["naive_step"] / ms["ours_step"], 2),
         "weights_message_mb": round(len(blob) / 1e6, 2),
         "weights_pickle_ms": round(dumps * 1e3, 2),
@@ -385,6 +480,7 @@ def main() -> int:
     p.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated subset of {','.join(ENGINES)}")
     p.add_argument("--no-flower", action="store_true", help="leave out flower-sim")
     p.add_argument("--no-roofline", action="store_true", help="skip the single-worker roofline measurements")
+    p.add_argument("--figure", type=Path, help="write the roofline plot (PNG) here, e.g. docs/benchmarks/roofline.png")
     p.add_argument("--naive-threads", default="1", help="OMP_NUM_THREADS of the naive loop ('default': PyTorch's default, one per core)")
     p.add_argument("--repeat", type=int, default=1, help="run the engine list this many times, interleaved")
     p.add_argument("--workdir", type=Path, help="where run folders go (default: a temporary folder, deleted)")
@@ -403,9 +499,9 @@ def main() -> int:
     if set(engines) - set(ENGINES):
         p.error(f"unknown engines {sorted(set(engines) - set(ENGINES))}")
     notes = []
-    if "flower-sim" in engines and (args.no_flower or not flower_available()):
-        engines.remove("flower-sim")
-        notes.append("flower-sim left out (--no-flower)" if args.no_flower else "flower-sim left out: Flower is not installed")
+    if set(FLOWER_ENGINES) & set(engines) and (args.no_flower or not flower_available()):
+        engines = [e for e in engines if e not in FLOWER_ENGINES]
+        notes.append("Flower engines left out (--no-flower)" if args.no_flower else "Flower engines left out: Flower is not installed")
 
     load_before = os.getloadavg()
     cfg = make_config(args, 1)
@@ -440,7 +536,7 @@ def main() -> int:
     for key in ("samples_per_s", "idle_samples_per_s", "samples_per_work_cpu_s"):
         rate = {n: med(n, key) for n in engines}
         for ours in ("engine-1", "engine-2"):
-            for base in ("naive", "flower-sim"):
+            for base in ("naive", *FLOWER_ENGINES):
                 if rate.get(ours) and rate.get(base):
                     ratios.setdefault(key, {})[f"{ours} / {base}"] = round(rate[ours] / rate[base], 2)
     out = {
@@ -459,6 +555,8 @@ def main() -> int:
     print(f"weights bit-identical across {', '.join(names)}: {identical}")
     if roof:
         print(f"roofline: {json.dumps(roof)}")
+        if args.figure:
+            print(f"roofline figure: {roofline_figure(roof, args.figure)}")
     for note in notes:
         print(f"note: {note}")
     print(f"load average before {out['machine']['loadavg_before']}, after {out['machine']['loadavg_after']}")

@@ -212,7 +212,31 @@ def test_charm_builder_errors_and_cli(tmp_path, capsys):
 def test_charm_configs_point_at_the_builder_layout():
     from tests.helpers import REPO
 
-    raw = yaml.safe_load((REPO / "configs" / "charm" / "_base.yaml").read_text())
+    raw = yaml.safe_load((REPO / "configs" / "charm" / "_federation.yaml").read_text())  # shared by the VAEs and FedGAN
     groups = raw["data"]["groups"]
     assert [g["name"] for g in groups] == ["anime", "celeba-hq", "awa2", "eurosat", "marvel"]
     assert all(g["folder"]["train"] == f"data/charm/{g['name']}/train" and g["folder"]["test"] == f"data/charm/{g['name']}/test" for g in groups)
+
+
+def test_charm_fedgan_trains_on_a_built_charm_folder(tmp_path, monkeypatch):
+    """configs/charm/fedgan.yaml as shipped (relative data/charm/... folders, 32x32 RGB DCGAN), on
+    generated sources built by the CHARM builder, shrunk to one client per group and two rounds."""
+    from fissionvae.federation.engine import train
+    from fissionvae.runs import RunDir
+    from tests.helpers import REPO
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(SkippedFilesWarning):  # the generated sources hold junk files on purpose
+        build_charm(charm_sources(tmp_path / "src", n=10), tmp_path / "data" / "charm", n_train=6, n_test=3, size=32, progress=False)
+    small = [f"data.groups.{i}.clients=1" for i in range(5)]
+    cfg = load_config(REPO / "configs" / "charm" / "fedgan.yaml", [*small, "federation.participation=1.0", "train.rounds=2", "train.local_steps=2",
+                                                                   "eval.test_per_group=3", "eval.grid_size=10", "eval.recon_per_group=2"])
+    groups = load_groups(cfg)
+    assert [g.name for g in groups] == ["anime", "celeba-hq", "awa2", "eurosat", "marvel"]
+    assert all(g.train_images.shape[1:] == (3, 32, 32) for g in groups)
+    run = RunDir.create(tmp_path / "runs", cfg, "charm-fedgan")
+    state = train(cfg, run, progress=False)
+    rounds = [m for m in run.metrics() if m["type"] == "round"]
+    assert state.round == 2 and [m["clients"] for m in rounds] == [[0, 1, 2, 3, 4]] * 2
+    assert all(0 < m["test/d_real"] < 1 and 0 < m["train/d_loss"] < 10 for m in rounds)
+    assert (run.images_dir / "samples.png").stat().st_size > 1000

@@ -100,7 +100,10 @@ def test_gaussian_std_is_owned_by_its_branch_and_averaged_within_the_group():
 
 def test_rgb_configs_load_with_the_paper_settings():
     charm = {p.stem: load_config(p) for p in sorted((REPO / "configs" / "charm").glob("[!_]*.yaml"))}
-    assert set(charm) == {*TABLE1, "fission_ld_dlml", "fission_hld_dlml"}
+    assert set(charm) == {*TABLE1, "fission_ld_dlml", "fission_hld_dlml", "fedgan"}
+    gan = charm.pop("fedgan")  # the baseline: same data and federation, DCGAN's own learning rate
+    assert gan.model.kind == "dcgan" and gan.train.lr == 2e-4 and gan.data == charm["fedvae"].data and gan.federation == charm["fedvae"].federation
+    assert (gan.train.rounds, gan.train.local_epochs, gan.train.centralized_epochs) == (500, 5, 250)
     for cfg in charm.values():
         t = cfg.train
         assert (t.rounds, t.local_epochs, t.batch_size, t.lr, t.centralized_epochs) == (500, 5, 32, 1e-4, 250)
@@ -109,6 +112,7 @@ def test_rgb_configs_load_with_the_paper_settings():
     assert charm["fission_ld_dlml"].model.likelihood == "dlml" and charm["fission_ld"].model.likelihood == "gaussian"
     assert charm["fission_hld_dlml"].model.hierarchical and charm["fission_hld_learnable"].model.prior == "learnable"
     quick = {p.stem: load_config(p) for p in sorted((REPO / "configs" / "rgb_quick").glob("[!_]*.yaml"))}
+    assert quick.pop("fedgan").data == quick["fedvae"].data
     assert set(quick) == set(charm)
     assert all(g.dataset.endswith("-rgb") for cfg in quick.values() for g in cfg.data.groups)
     for cfg in (*charm.values(), *quick.values()):

@@ -269,3 +269,20 @@ def test_describe_plan_counts_finished_runs(study):
     _, opts, _ = study
     text = describe_plan(opts)
     assert text.count("finished 2/2") == 4 and "training left: 0 sample passes" in text
+
+
+def test_an_evaluation_on_another_test_subset_is_not_reused(study):
+    """--test-size changes what FID and NLL are measured against, so it is part of an evaluation's identity."""
+    import dataclasses
+
+    root, opts, _ = study
+    path = next(p for p in sorted((root / "runs").glob("*/eval.json")))
+    result, run = json.loads(path.read_text()), RunDir(path.parent)
+    fields = {f.name for f in dataclasses.fields(EvalOptions)}
+    saved = EvalOptions(**{k: v for k, v in result["options"].items() if k in fields})
+    assert saved.test_size is None and common.eval_matches(result, run, saved)
+    assert not common.eval_matches(result, run, dataclasses.replace(saved, test_size=30))
+    subset = StudyOptions(**{**opts.__dict__, "test_size": 30})
+    assert "--test-size 30" in subset.command() and "--test-size" not in opts.command()
+    md = run_fission_study(StudyOptions(**{**subset.__dict__, "out": root / "subset-page", "evaluate": False})).read_text()
+    assert "seeded subset of 30 test images per group" in md

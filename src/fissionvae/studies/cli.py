@@ -78,6 +78,7 @@ def _add_fission(studies: argparse._SubParsersAction) -> None:
     f.add_argument("--data-dir", type=Path, help="folder with mnist/ and fashion-mnist/ (else data.dir, $FISSIONVAE_DATA_DIR, the user cache)")
     f.add_argument("--num-samples", type=int, help="generated images per evaluation (default: the scale's; paper: 20,000)")
     f.add_argument("--iw-samples", type=int, help="K of the importance-weighted NLL bound (default: the scale's; paper scale: 100)")
+    f.add_argument("--test-size", type=int, help="evaluate against a seeded subset of N test images per group instead of all of them (reduced; the FID reference and the NLL test set)")
     f.add_argument("--no-fid", action="store_true", help="skip FID (no Inception network; smoke runs)")
     f.add_argument("--inception", help="FID Inception file (default: $FISSIONVAE_INCEPTION, then the cache)")
     f.add_argument("--device", help="cpu or cuda[:N] for training and evaluation (run identity does not depend on it)")
@@ -94,13 +95,13 @@ def _add_fission(studies: argparse._SubParsersAction) -> None:
 
 def cmd_fission(args: argparse.Namespace) -> int:
     """Run (or plan) the FissionVAE study and print the page's path."""
-    for name in ("max_runs", "max_rounds_per_run", "num_samples", "iw_samples"):
+    for name in ("max_runs", "max_rounds_per_run", "num_samples", "iw_samples", "test_size"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')}: must be >= 1, got {value}")
     opts = StudyOptions(
         tables=parse_tables(args.tables), scale=Scale(1.0, tiny=True) if args.tiny else Scale(args.scale), runs_dir=args.runs_dir, out=args.out,
-        data_dir=args.data_dir, num_samples=args.num_samples, iw_samples=args.iw_samples, fid=not args.no_fid, inception=args.inception,
+        data_dir=args.data_dir, num_samples=args.num_samples, iw_samples=args.iw_samples, test_size=args.test_size, fid=not args.no_fid, inception=args.inception,
         device=args.device, overrides=tuple(args.overrides), max_runs=args.max_runs, max_rounds_per_run=args.max_rounds_per_run,
         evaluate=not args.no_eval, baselines=tuple(args.baselines), fallback_scale=None if args.fallback_scale is None else Scale.parse(args.fallback_scale),
         progress=not args.no_progress,

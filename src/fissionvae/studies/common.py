@@ -27,7 +27,7 @@ from fissionvae.runs import RunDir
 # federation.workers: how many processes train a round's clients (results do not depend on it)
 IGNORED_KEYS = (("data", "dir"), ("data", "download"), ("federation", "threads"), ("federation", "workers"), ("train", "device"))
 # EvalOptions fields that change the numbers in eval.json
-EVAL_KEYS = ("iw_samples", "pathway", "fid", "inception", "is_classifier", "classifier_epochs", "prior_swap")
+EVAL_KEYS = ("iw_samples", "test_size", "pathway", "fid", "inception", "is_classifier", "classifier_epochs", "prior_swap")
 
 
 def comparable(cfg: RunConfig) -> dict:

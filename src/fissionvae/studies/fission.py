@@ -302,6 +302,7 @@ class StudyOptions:
     configs_dir: Path = CONFIGS_DIR
     num_samples: int | None = None  # None: the scale's
     iw_samples: int | None = None  # None: the scale's
+    test_size: int | None = None  # None: every test image; N: a seeded subset of N per group (reduced)
     fid: bool = True
     inception: str | None = None
     device: str | None = None  # None: the configs' (cpu)
@@ -327,6 +328,7 @@ class StudyOptions:
         args += [] if self.out is None else [f"--out {self.out}"]
         args += [] if self.num_samples is None else [f"--num-samples {self.num_samples}"]
         args += [] if self.iw_samples is None else [f"--iw-samples {self.iw_samples}"]
+        args += [] if self.test_size is None else [f"--test-size {self.test_size}"]
         args += [] if self.fid else ["--no-fid"]
         args += [] if self.device is None else [f"--device {self.device}"]
         args += [f"--set {o}" for o in self.overrides]
@@ -352,6 +354,7 @@ def eval_options(ev: EvalSpec, opts: StudyOptions, scale: Scale | None = None) -
     return EvalOptions(
         num_samples=opts.num_samples if (primary and opts.num_samples is not None) else scale.num_samples(),
         iw_samples=opts.iw_samples if (primary and opts.iw_samples is not None) else scale.iw_samples(),
+        test_size=opts.test_size,
         pathway=ev.pathway,
         prior_swap=ev.prior_swap,
         result_name=ev.result_name,

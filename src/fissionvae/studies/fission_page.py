@@ -523,6 +523,8 @@ def write_page(plan: Plan, outcomes: dict[EvalSpec, Outcome], opts: StudyOptions
     blocks: list[Block] = [("h", 1, title)]
     if scale.reduced:
         blocks.append(("p", f"**This page is a reduced-scale study (`{scale.label}`), not the paper's setting: fewer rounds/epochs and fewer generated images (see [Scale](#scale)). Its numbers are not comparable with the paper's.**"))
+    if opts.test_size is not None:
+        blocks.append(("p", f"**Evaluated against a seeded subset of {opts.test_size:,} test images per group (`--test-size`), not the full test sets: a reduced protocol.**"))
     blocks += [
         ("p", f"Written by `{opts.command()}` at {label}: {done} of {len(outcomes)} evaluation cells done, {len(plan.runs)} runs. Machine: {machine()}."),
         ("p", "Every cell reads **ours (paper)**. `pending` cells are completed by running the same command again (it reuses finished runs, resumes interrupted ones from their last round and skips finished evaluations)."
@@ -576,7 +578,7 @@ def notes(opts: StudyOptions, gen: int | None) -> list[Block]:
     return [
         ("h", 2, "How the numbers were made"),
         ("ul", [
-            f"FID: TF-ported FID Inception-v3; overall = all generated images vs the union of both test sets, per group = a group's samples vs its test set. Generated images per evaluation: {'20,000 (the paper protocol: as many as the test images, each group its share)' if gen is None else f'{gen:,} (reduced; FID is biased upwards at small counts, about c/N: compare only numbers with the same count)'}.",
+            f"FID: TF-ported FID Inception-v3; overall = all generated images vs the union of both test sets, per group = a group's samples vs its test set{'' if opts.test_size is None else f' (reduced: a seeded subset of {opts.test_size:,} test images per group, also the NLL test set)'}. Generated images per evaluation: {'20,000 (the paper protocol: as many as the test images, each group its share)' if gen is None else f'{gen:,} (reduced; FID is biased upwards at small counts, about c/N: compare only numbers with the same count)'}.",
             "IS*: the tool's domain classifier (20 classes: 10 digits + 10 clothes), not the ImageNet Inception head the paper used; its scale differs from the paper's IS, so only the ordering is comparable.",
             "Group purity: share of a group's samples that the domain classifier places in that group's classes (the blending of the paper's Figures 2 and 4 as a number).",
             f"NLL: negative ELBO in nats per pixel on each group's test set (the paper does not state its units; its 0.18-0.30 are of that size), IW bound with K={opts.iw_samples or s.iw_samples()} in study.json.",

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from fissionvae.evaluation.inception_score import (
     as_float_images,
     classifier_logits,
 )
+from fissionvae.io import atomic_write
 
 ARCH_VERSION = "domain-cnn-v2"
 LEARNING_RATE = 3e-3
@@ -235,15 +235,7 @@ def save_classifier(classifier: DomainClassifier, path: str | os.PathLike[str]) 
                "class_offsets": list(classifier.class_offsets),
                "num_classes": classifier.num_classes, "in_channels": classifier.in_channels,
                "image_size": classifier.image_size}
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".pt", dir=target.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return atomic_write(target, lambda handle: torch.save(payload, handle))
 
 
 def load_classifier(path: str | os.PathLike[str]) -> DomainClassifier:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -35,6 +34,7 @@ from fissionvae.evaluation.inception import (
     default_cache_dir,
     load_inception,
 )
+from fissionvae.io import atomic_write
 
 PREPROCESS_VERSION = "fid-pre-v1:round-uint8,grey-to-rgb,tf1-bilinear-299,(x-128)/128"
 INCEPTION_SIZE = 299
@@ -334,16 +334,8 @@ def array_sha256(images: ImageArray) -> str:
 
 
 def _save_npz_atomic(target: Path, **arrays: np.ndarray) -> None:
-    """Write arrays to ``target`` (.npz) through a temporary file and os.replace."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".npz", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write arrays to ``target`` (.npz) atomically."""
+    atomic_write(target, lambda handle: np.savez(handle, **arrays))
 
 
 class StatsCache:

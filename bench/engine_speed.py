@@ -326,7 +326,7 @@ def matmul_only_step(batch: int = 32):
 def step_traffic_bytes(n_params: int, first_layer: int) -> dict[str, int]:
     """Estimated memory traffic of one batch-32 step (fp32), the roofline's x axis.
 
-    The 4.3 MB of weights do not stay in the 1-2 MB L2, so each pass streams them: the forward
+    The 4.3 MB of weights do not stay in the 1 MB L2, so each pass streams them: the forward
     reads every weight, the backward reads every weight but the first layer's (input gradients)
     and writes every weight gradient; Adam reads parameters, gradients and both moments and writes
     parameters and moments (7 x 4 bytes per parameter). Activations (32 x ~3k floats) are left out.
@@ -371,11 +371,10 @@ def roofline_figure(roof: dict, path: Path) -> Path:
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp)
+    from fissionvae.io import atomic_write
+
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png"))
     plt.close(fig)
-    tmp.replace(path)
     return path
 
 

@@ -371,9 +371,9 @@ def roofline_figure(roof: dict, path: Path) -> Path:
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    from fissionvae.io import atomic_write
+    from fissionvae.viz import save_figure
 
-    atomic_write(path, lambda fh: fig.savefig(fh, format="png"))
+    save_figure(fig, path)
     plt.close(fig)
     return path
 

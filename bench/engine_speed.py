@@ -11,12 +11,14 @@ Engines (``--engines``):
 
 - ``naive``: written plainly below: the same network as a plain ``nn.Module``, the same clients'
   data as tensors indexed with ``randperm`` batches, PyTorch's default ``Adam`` (not fused),
-  clients one after another in one process, one thread (``--naive-threads default`` gives it
-  PyTorch's default, a thread per core: on an idle 2-core machine no faster than one, and on a
-  loaded one far slower, as OpenMP threads wait for each other).
+  clients one after another in one process, one thread.
+- ``naive-mt``: the same loop with PyTorch's default thread count (one per core); on a loaded
+  machine far slower than one thread, as OpenMP threads wait for each other.
 - ``engine-1``: ``fissionvae``'s engine, ``federation.workers: 1`` (clients in the server process).
+- ``engine-1-mt``: ``federation.workers: 1``, ``federation.threads: <cores>`` (clients one after
+  another in the server process, each product split over all cores).
 - ``engine-2``: ``federation.workers: 2`` (two worker processes, one torch thread each).
-  Both run round 1 in a child process exactly as ``train`` does (``Federation.from_config``, the
+  All three run round 1 in a child process exactly as ``train`` does (``Federation.from_config``, the
   dispatcher ``federation.workers`` selects, ``run_round``), timed from dispatch to aggregation
   like metrics.jsonl's ``seconds``, with the CPU time of the server and of every client in its
   worker.
@@ -34,17 +36,18 @@ however many processes it runs. So besides the measured wall time (and samples/s
 reports the CPU its round's work took (``work_cpu_seconds``; see :func:`run_one`) and the
 round's critical path in CPU time, i.e. what the round takes on idle cores
 (``idle_round_seconds``; for Flower a bound in its favour). Our engine (1 and 2 workers) and
-Flower must end with bit-identical weights (checked; the naive loop is a different program).
+Flower must end with bit-identical weights (checked; the naive loop is a different program, and
+``engine-1-mt``'s multi-threaded products may round differently: reported, not required).
 
 The roofline part (``--roofline``, on by default) measures in this process, with one thread and
 CPU time: this CPU's fp32 matmul peak (a 4096^3 matmul, best of 3) and copy bandwidth, the step's
 17 matrix products alone, the model's forward + backward and the fused/default Adam step at batch
 32, the FLOPs per sample of the MLP and the step's estimated memory traffic; ``--figure PATH``
-draws them on a roofline.
+draws them on a roofline. Then the steps' wall time with one thread and with one per core.
 
 Usage::
 
-    nice -n 10 .venv/bin/python bench/engine_speed.py --json runs/engine_speed.json     # ~5-8 min
+    nice -n 10 .venv/bin/python bench/engine_speed.py --json runs/engine_speed.json     # ~11 min
     nice -n 10 .venv/bin/python bench/engine_speed.py --scale 0.05 --engines naive,engine-1,engine-2
 """
 
@@ -69,7 +72,8 @@ from torch.nn import functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
-ENGINES = ("naive", "engine-1", "engine-2", "flower-sim", "flower-sim-default")
+ENGINES = ("naive", "naive-mt", "engine-1", "engine-1-mt", "engine-2", "flower-sim", "flower-sim-default")
+MULTI_THREADED = {"naive-mt", "engine-1-mt"}  # PyTorch's default threads (one per core) instead of one
 FLOWER_ENGINES = {"flower-sim": 1, "flower-sim-default": 2}  # Ray CPUs per simulated client
 
 
@@ -169,14 +173,16 @@ def engine_round(run_path: Path) -> dict:
 # --------------------------------------------------------------------------- engines
 
 
-def make_config(args, workers: int):
-    """The round of ``bench/engine_round.py`` (same config, seed, data), with ``workers`` workers."""
+def make_config(args, workers: int, threads: int = 1):
+    """The round of ``bench/engine_round.py`` (same config, seed, data), with ``workers`` workers
+    of ``threads`` torch threads each."""
     from engine_round import paper_round_config
 
     from fissionvae.config import load_config
 
     raw = paper_round_config(args.config, args.data_dir, args.scale, args.participants).to_dict()
     raw["federation"]["workers"] = workers
+    raw["federation"]["threads"] = threads
     return load_config(raw=raw)
 
 
@@ -213,12 +219,14 @@ def run_one(name: str, rep: int, args, root: Path) -> tuple[dict, dict | None]:
     fixed round cost removed); ``idle_round_seconds`` is the round's critical path in CPU time (what
     the round takes on idle cores): naive and engine-1 their CPU, engine-2 the busiest worker's CPU
     plus the server's, flower-sim its work CPU spread perfectly over 2 cores (a bound in its favour),
-    flower-sim-default its work CPU (one client at a time).
+    flower-sim-default its work CPU (one client at a time), the multi-threaded ``naive-mt`` and
+    ``engine-1-mt`` their wall time (their threads run at once; meaningful on an idle machine only).
     """
     from fissionvae.runs import RunDir
 
     label = f"{name}-{rep}"
-    cfg = make_config(args, 2 if name == "engine-2" else 1)
+    multi = name in MULTI_THREADED
+    cfg = make_config(args, 2 if name == "engine-2" else 1, (os.cpu_count() or 1) if multi else 1)
     if name in FLOWER_ENGINES:
         from engine_round import flower_sim_round, probe_config
 
@@ -231,12 +239,12 @@ def run_one(name: str, rep: int, args, root: Path) -> tuple[dict, dict | None]:
                    fixed_cpu_seconds=fixed["cpu_seconds"], work_cpu_seconds=round(work, 1), idle_round_seconds=round(work / at_once, 2))
     else:
         run = RunDir.create(root, cfg, label)
-        child = "--child-naive" if name == "naive" else "--child-engine"
-        wall, cpu = run_child(label, [sys.executable, __file__, child, str(run.path)], threads=args.naive_threads if name == "naive" else "1")
+        child = "--child-naive" if name.startswith("naive") else "--child-engine"
+        wall, cpu = run_child(label, [sys.executable, __file__, child, str(run.path)], threads=None if multi else "1")
         c = json.loads((run.path / "child.json").read_text())
         res = {"engine": name, "repeat": rep + 1, "clients": len(c["clients"]), "samples": c["samples"], "round_seconds": round(c["seconds"], 2),
                "command_seconds": round(wall, 2), "cpu_seconds": round(cpu, 1)}
-        if name == "naive":
+        if name.startswith("naive"):
             res.update(threads=c["threads"], work_cpu_seconds=round(c["cpu_seconds"], 2), idle_round_seconds=round(c["cpu_seconds"], 2))
             weights = None
         else:
@@ -249,6 +257,8 @@ def run_one(name: str, rep: int, args, root: Path) -> tuple[dict, dict | None]:
                        worker_cpu_seconds=[round(v, 2) for _, v in sorted(per_worker.items())], server_cpu_seconds=round(c["server_cpu_seconds"], 2),
                        work_cpu_seconds=round(work, 2), idle_round_seconds=round(idle, 2), client_seconds_sum=round(sum(c["client_seconds"]), 2))
             weights = torch.load(run.path / "weights.pt", weights_only=True)
+    if multi:  # threads of one process run at once: the critical path is the wall time, not the CPU
+        res["idle_round_seconds"] = res["round_seconds"]
     res["samples_per_s"] = round(res["samples"] / res["round_seconds"], 1)
     res["samples_per_work_cpu_s"] = round(res["samples"] / res["work_cpu_seconds"], 1)
     res["idle_samples_per_s"] = round(res["samples"] / res["idle_round_seconds"], 1)
@@ -378,13 +388,36 @@ def roofline_figure(roof: dict, path: Path) -> Path:
     return path
 
 
+def thread_scaling(cases: dict, gen: torch.Generator, reps: int, steps: int) -> dict[str, dict[str, float]]:
+    """Wall ms per step of ``cases`` with one torch thread and with one per core, interleaved
+    (``reps`` rounds of ``steps`` steps each; medians). Wall time, as threads of one process run
+    at once: meaningful on an idle machine only."""
+    counts = sorted({1, os.cpu_count() or 1})
+    times: dict[tuple[int, str], list[float]] = {}
+    try:
+        for _ in range(reps):
+            for n in counts:
+                torch.set_num_threads(n)
+                for name, fn in cases.items():
+                    batches = torch.randperm(6000, generator=gen).split(32)[:steps]
+                    fn(batches[-1])
+                    start = time.perf_counter()
+                    for i in batches:
+                        fn(i)
+                    times.setdefault((n, name), []).append((time.perf_counter() - start) / steps)
+    finally:
+        torch.set_num_threads(1)
+    return {str(n): {name: round(statistics.median(times[n, name]) * 1e3, 3) for name in cases} for n in counts}
+
+
 def roofline(data_dir: str, reps: int = 5, steps: int = 50) -> dict:
     """Peak fp32 matmul FLOP/s and the single worker's step, one thread, CPU time.
 
     The step parts are timed interleaved (``reps`` rounds of ``steps`` steps of each case, median
     of the per-round means), so load from other processes hits them alike: our engine's step
     (``model.local_step``: forward, backward, fused Adam), its forward + backward alone, the
-    fused and the default Adam step alone, and the naive loop's step (default Adam).
+    fused and the default Adam step alone, and the naive loop's step (default Adam); then
+    :func:`thread_scaling` of the steps with one thread and with one per core.
     """
     from fissionvae.config import load_config
     from fissionvae.models.vae import build_model
@@ -421,6 +454,7 @@ def roofline(data_dir: str, reps: int = 5, steps: int = 50) -> dict:
         "adam_default": lambda i: plain.step(),
         "naive_step": naive_step,
     }
+    by_threads = thread_scaling({k: cases[k] for k in ("ours_step", "ours_fwd_bwd", "naive_step")}, gen, reps, steps)
     times: dict[str, list[float]] = {k: [] for k in cases}
     for _ in range(reps):
         for name, fn in cases.items():
@@ -452,6 +486,7 @@ def roofline(data_dir: str, reps: int = 5, steps: int = 50) -> dict:
         "samples_per_cpu_s": {k: round(32e3 / v) for k, v in ms.items() if k.endswith("step")},
         "gflops": {k: round(per_step / ms[k] / 1e6, 1) for k in ("matmuls_only", "ours_fwd_bwd", "ours_step", "naive_step")},
         "ours_step_vs_naive_step": round(ms["naive_step"] / ms["ours_step"], 2),
+        "wall_ms_per_step_by_threads": by_threads,
         "weights_message_mb": round(len(blob) / 1e6, 2),
         "weights_pickle_ms": round(dumps * 1e3, 2),
         "weights_unpickle_ms": round(loads * 1e3, 2),
@@ -480,14 +515,12 @@ def main() -> int:
     p.add_argument("--no-flower", action="store_true", help="leave out flower-sim")
     p.add_argument("--no-roofline", action="store_true", help="skip the single-worker roofline measurements")
     p.add_argument("--figure", type=Path, help="write the roofline plot (PNG) here, e.g. docs/benchmarks/roofline.png")
-    p.add_argument("--naive-threads", default="1", help="OMP_NUM_THREADS of the naive loop ('default': PyTorch's default, one per core)")
     p.add_argument("--repeat", type=int, default=1, help="run the engine list this many times, interleaved")
     p.add_argument("--workdir", type=Path, help="where run folders go (default: a temporary folder, deleted)")
     p.add_argument("--json", type=Path, help="write the results here")
     p.add_argument("--child-naive", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--child-engine", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
-    args.naive_threads = None if args.naive_threads == "default" else args.naive_threads
     if args.child_naive:
         naive_round(args.child_naive)
         return 0
@@ -524,8 +557,12 @@ def main() -> int:
     finally:
         if tmp is not None:
             tmp.cleanup()
-    names = list(weights)
-    identical = all(all(torch.equal(weights[names[0]][k], weights[n][k]) for k in weights[names[0]]) for n in names[1:])
+    def same(a: str, b: str) -> bool:
+        return all(torch.equal(weights[a][k], weights[b][k]) for k in weights[a])
+
+    names = [n for n in weights if n not in MULTI_THREADED]
+    identical = all(same(names[0], n) for n in names[1:])
+    multi_identical = {n: same(names[0], n) for n in weights if n in MULTI_THREADED and names}
 
     def med(name, key):
         vals = [r[key] for r in results if r["engine"] == name and r.get(key) is not None]
@@ -534,13 +571,13 @@ def main() -> int:
     ratios = {}
     for key in ("samples_per_s", "idle_samples_per_s", "samples_per_work_cpu_s"):
         rate = {n: med(n, key) for n in engines}
-        for ours in ("engine-1", "engine-2"):
-            for base in ("naive", *FLOWER_ENGINES):
+        for ours in ("engine-1", "engine-1-mt", "engine-2"):
+            for base in ("naive", "naive-mt", *FLOWER_ENGINES):
                 if rate.get(ours) and rate.get(base):
                     ratios.setdefault(key, {})[f"{ours} / {base}"] = round(rate[ours] / rate[base], 2)
     out = {
         "config": str(args.config), "seed": cfg.seed, "scale": args.scale, "participants": args.participants,
-        "weights_bit_identical": identical, "compared": names, "results": results, "ratios": ratios,
+        "weights_bit_identical": identical, "compared": names, "multi_threaded_bit_identical": multi_identical, "results": results, "ratios": ratios,
         "roofline": roof, "notes": notes,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor(), "python": sys.version.split()[0],
                     "torch": torch.__version__, "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
@@ -552,6 +589,8 @@ def main() -> int:
               f"{med(n, 'idle_round_seconds'):.1f} | {med(n, 'idle_samples_per_s'):,.0f} | {med(n, 'command_seconds'):.1f} | {med(n, 'cpu_seconds'):.1f} |")
     print(f"\nratios: {json.dumps(ratios)}")
     print(f"weights bit-identical across {', '.join(names)}: {identical}")
+    for n, same_weights in multi_identical.items():
+        print(f"{n} (multi-threaded products) bit-identical to {names[0]}: {same_weights}")
     if roof:
         print(f"roofline: {json.dumps(roof)}")
         if args.figure:

@@ -388,6 +388,17 @@ def roofline_figure(roof: dict, path: Path) -> Path:
     return path
 
 
+def seconds_per_step(fn, gen: torch.Generator, steps: int, clock) -> float:
+    """Mean ``clock`` seconds of ``fn(batch_indices)`` over ``steps`` shuffled batch-32 index sets
+    of 6,000 images, after one warm-up call."""
+    batches = torch.randperm(6000, generator=gen).split(32)[:steps]
+    fn(batches[-1])
+    start = clock()
+    for i in batches:
+        fn(i)
+    return (clock() - start) / steps
+
+
 def thread_scaling(cases: dict, gen: torch.Generator, reps: int, steps: int) -> dict[str, dict[str, float]]:
     """Wall ms per step of ``cases`` with one torch thread and with one per core, interleaved
     (``reps`` rounds of ``steps`` steps each; medians). Wall time, as threads of one process run
@@ -399,12 +410,7 @@ def thread_scaling(cases: dict, gen: torch.Generator, reps: int, steps: int) -> 
             for n in counts:
                 torch.set_num_threads(n)
                 for name, fn in cases.items():
-                    batches = torch.randperm(6000, generator=gen).split(32)[:steps]
-                    fn(batches[-1])
-                    start = time.perf_counter()
-                    for i in batches:
-                        fn(i)
-                    times.setdefault((n, name), []).append((time.perf_counter() - start) / steps)
+                    times.setdefault((n, name), []).append(seconds_per_step(fn, gen, steps, time.perf_counter))
     finally:
         torch.set_num_threads(1)
     return {str(n): {name: round(statistics.median(times[n, name]) * 1e3, 3) for name in cases} for n in counts}
@@ -458,12 +464,7 @@ def roofline(data_dir: str, reps: int = 5, steps: int = 50) -> dict:
     times: dict[str, list[float]] = {k: [] for k in cases}
     for _ in range(reps):
         for name, fn in cases.items():
-            batches = torch.randperm(6000, generator=gen).split(32)[:steps]
-            fn(batches[-1])
-            start = time.process_time()
-            for i in batches:
-                fn(i)
-            times[name].append((time.process_time() - start) / steps)
+            times[name].append(seconds_per_step(fn, gen, steps, time.process_time))
     ms = {name: statistics.median(v) * 1e3 for name, v in times.items()}
     flops = mlp_flops_per_sample(MLP_LAYERS)
     n_params = sum(p.numel() for p in params)

@@ -78,7 +78,12 @@ def seed_with(num_clients: int, p: float, wanted: int) -> int:
     return next(s for s in range(10_000) if len(sample_participants(s, 0, num_clients, p)) == wanted)
 
 
-def paper_round_config(config: str | Path = REPO / "configs/mixed_mnist/fission_ld.yaml", data_dir: str | Path | None = None, scale: float = 1.0, participants: int = 10):
+def paper_round_config(
+    config: str | Path = REPO / "configs/mixed_mnist/fission_ld.yaml",
+    data_dir: str | Path | None = None,
+    scale: float = 1.0,
+    participants: int = 10,
+):
     """``config`` as one round whose seed draws exactly ``participants`` clients, data from ``data_dir``.
 
     ``scale`` < 1 keeps that fraction of each group's 60,000 training images (a quick check).
@@ -189,22 +194,47 @@ class CpuMeter(threading.Thread):
         return sum(cpu - self.baseline.get(pid, 0.0) for pid, cpu in self.last.items())
 
 
-def run_engine(label: str, name: str, cfg, root: Path, deployment: LocalDeployment | None, sim_cpus: int | None = None, client_cpus: int = 1) -> tuple[dict, dict]:
+def run_engine(
+    label: str,
+    name: str,
+    cfg,
+    root: Path,
+    deployment: LocalDeployment | None,
+    sim_cpus: int | None = None,
+    client_cpus: int = 1,
+) -> tuple[dict, dict]:
     """Run one engine; the in-process engine runs in its own process and session, like Flower's."""
     run = RunDir.create(root, cfg, label)
     os.environ["FISSIONVAE_BENCH"] = label
-    meter = CpuMeter(label, deployment.workdir if deployment is not None and name in ("flower", "flower-overhead", "flower-latency") else None)
+    meter = CpuMeter(
+        label,
+        deployment.workdir
+        if deployment is not None and name in ("flower", "flower-overhead", "flower-latency")
+        else None,
+    )
     meter.start()
     start = time.perf_counter()
     try:
         if name == "inprocess":
-            subprocess.run([sys.executable, "-c", INPROCESS.format(path=str(run.path))], check=True, start_new_session=True)
+            subprocess.run(
+                [sys.executable, "-c", INPROCESS.format(path=str(run.path))], check=True, start_new_session=True
+            )
         elif name in ("flower-sim", "flower-sim-1cpu"):
-            opts = FlowerOptions(echo=False, client_cpus=client_cpus, sim_cpus=1 if name == "flower-sim-1cpu" else sim_cpus)
+            opts = FlowerOptions(
+                echo=False, client_cpus=client_cpus, sim_cpus=1 if name == "flower-sim-1cpu" else sim_cpus
+            )
             train_with_flower(cfg, run, "flower-sim", options=opts)
         else:
             assert deployment is not None
-            train_with_flower(cfg, run, "flower", deployment.address, options=FlowerOptions(echo=False, node_wait=0 if len(deployment.clients) < len(client_groups(cfg)) else 300))
+            train_with_flower(
+                cfg,
+                run,
+                "flower",
+                deployment.address,
+                options=FlowerOptions(
+                    echo=False, node_wait=0 if len(deployment.clients) < len(client_groups(cfg)) else 300
+                ),
+            )
     finally:
         total = time.perf_counter() - start
         cpu = meter.stop()
@@ -215,7 +245,9 @@ def run_engine(label: str, name: str, cfg, root: Path, deployment: LocalDeployme
     return res, run.load_state().weights
 
 
-def flower_sim_round(cfg, root: str | Path, *, sim_cpus: int | None = None, client_cpus: int = 1, label: str = "flower-sim") -> tuple[dict, dict]:
+def flower_sim_round(
+    cfg, root: str | Path, *, sim_cpus: int | None = None, client_cpus: int = 1, label: str = "flower-sim"
+) -> tuple[dict, dict]:
     """Run ``cfg`` (e.g. :func:`paper_round_config`) on Flower's simulation engine in a new run
     folder ``<root>/<label>``; every process it starts is stopped before it returns.
 
@@ -225,7 +257,15 @@ def flower_sim_round(cfg, root: str | Path, *, sim_cpus: int | None = None, clie
     samples/s from metrics.jsonl, clients' training time, command total, CPU seconds of all
     its processes) and the final weights.
     """
-    return run_engine(label, "flower-sim-1cpu" if sim_cpus == 1 else "flower-sim", cfg, Path(root), None, sim_cpus=sim_cpus, client_cpus=client_cpus)
+    return run_engine(
+        label,
+        "flower-sim-1cpu" if sim_cpus == 1 else "flower-sim",
+        cfg,
+        Path(root),
+        None,
+        sim_cpus=sim_cpus,
+        client_cpus=client_cpus,
+    )
 
 
 def add_round_arguments(p: argparse.ArgumentParser) -> None:
@@ -233,13 +273,22 @@ def add_round_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, default=REPO / "configs/mixed_mnist/fission_ld.yaml")
     p.add_argument("--data-dir", default=os.environ.get("FISSIONVAE_DATA_DIR", str(REPO.parent / "shared" / "data")))
     p.add_argument("--scale", type=float, default=1.0, help="fraction of the training images (1.0: 6,000 per client)")
-    p.add_argument("--participants", type=int, default=10, help="clients drawn in the round (a seed that draws exactly this many is chosen)")
+    p.add_argument(
+        "--participants",
+        type=int,
+        default=10,
+        help="clients drawn in the round (a seed that draws exactly this many is chosen)",
+    )
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_round_arguments(p)
-    p.add_argument("--all-nodes", action="store_true", help="deployment: a SuperNode for every client, not only the round's participants")
+    p.add_argument(
+        "--all-nodes",
+        action="store_true",
+        help="deployment: a SuperNode for every client, not only the round's participants",
+    )
     p.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated subset of {','.join(ENGINES)}")
     p.add_argument("--repeat", type=int, default=1, help="run the engine list this many times, interleaved (default 1)")
     p.add_argument("--workdir", type=Path, help="where run folders go (default: a temporary folder, deleted)")
@@ -252,8 +301,11 @@ def main() -> int:
 
     cfg = paper_round_config(args.config, args.data_dir, args.scale, args.participants)
     chosen = sample_participants(cfg.seed, 0, len(client_groups(cfg)), cfg.federation.participation)
-    print(f"config {args.config.name}: seed {cfg.seed}, {len(chosen)} of {len(client_groups(cfg))} clients in round 1, "
-          f"{cfg.data.groups[0].train_size or 60000} training images per group, {cfg.train.local_epochs} epochs, batch {cfg.train.batch_size}", flush=True)
+    print(
+        f"config {args.config.name}: seed {cfg.seed}, {len(chosen)} of {len(client_groups(cfg))} clients in round 1, "
+        f"{cfg.data.groups[0].train_size or 60000} training images per group, {cfg.train.local_epochs} epochs, batch {cfg.train.batch_size}",
+        flush=True,
+    )
     tmp = tempfile.TemporaryDirectory(prefix="engine_round-") if args.workdir is None else None
     root = Path(tmp.name) if tmp else args.workdir
     root.mkdir(parents=True, exist_ok=True)
@@ -266,13 +318,24 @@ def main() -> int:
             for name in engines:
                 if name in ("flower", "flower-overhead") and deployment is None:
                     t = time.perf_counter()
-                    deployment = LocalDeployment(cfg, root / "deployment", data_dir=args.data_dir, clients=None if args.all_nodes else chosen).start()
-                    print(f"loopback deployment: SuperLink + {len(deployment.nodes)} SuperNodes started in {time.perf_counter() - t:.1f} s", flush=True)
+                    deployment = LocalDeployment(
+                        cfg, root / "deployment", data_dir=args.data_dir, clients=None if args.all_nodes else chosen
+                    ).start()
+                    print(
+                        f"loopback deployment: SuperLink + {len(deployment.nodes)} SuperNodes started in {time.perf_counter() - t:.1f} s",
+                        flush=True,
+                    )
                 if name == "flower-latency" and latency_deployment is None:
-                    latency_deployment = LocalDeployment(latency_config(cfg), root / "latency-deployment", data_dir=args.data_dir).start()
-                run_cfg = {"flower-overhead": probe_config, "flower-latency": latency_config}.get(name, lambda c: c)(cfg)
+                    latency_deployment = LocalDeployment(
+                        latency_config(cfg), root / "latency-deployment", data_dir=args.data_dir
+                    ).start()
+                run_cfg = {"flower-overhead": probe_config, "flower-latency": latency_config}.get(name, lambda c: c)(
+                    cfg
+                )
                 print(f"-- {name} (repeat {rep + 1}/{args.repeat}) ...", flush=True)
-                res, w = run_engine(f"{name}-{rep}", name, run_cfg, root, latency_deployment if name == "flower-latency" else deployment)
+                res, w = run_engine(
+                    f"{name}-{rep}", name, run_cfg, root, latency_deployment if name == "flower-latency" else deployment
+                )
                 res["engine"], res["repeat"] = name, rep + 1
                 res["loadavg_1min"] = round(os.getloadavg()[0], 2)
                 results.append(res)
@@ -289,13 +352,25 @@ def main() -> int:
     names = list(weights)
     identical = all(all(torch.equal(weights[names[0]][k], weights[n][k]) for k in weights[names[0]]) for n in names[1:])
     out = {
-        "config": str(args.config), "seed": cfg.seed, "scale": args.scale, "participants": len(chosen),
-        "weights_bit_identical": identical, "results": results,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0], "torch": torch.__version__,
-                    "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
+        "config": str(args.config),
+        "seed": cfg.seed,
+        "scale": args.scale,
+        "participants": len(chosen),
+        "weights_bit_identical": identical,
+        "results": results,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": sys.version.split()[0],
+            "torch": torch.__version__,
+            "loadavg_before": [round(x, 2) for x in load_before],
+            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        },
     }
     print()
-    print("| engine | round wall (s), median [range] | samples/s, median | clients' training (s, sum / max), median | command total (s), median | command CPU (s), median | samples per CPU-s |")
+    print(
+        "| engine | round wall (s), median [range] | samples/s, median | clients' training (s, sum / max), median | command total (s), median | command CPU (s), median | samples per CPU-s |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name in engines:
         rows = [r for r in results if r["engine"] == name]
@@ -305,8 +380,12 @@ def main() -> int:
             return statistics.median(r[key] for r in rows)
 
         rng = f" [{min(walls):.1f}-{max(walls):.1f}]" if len(rows) > 1 else ""
-        print(f"| {name} | {statistics.median(walls):.1f}{rng} | {med('samples_per_s'):,.0f} | {med('client_train_seconds_sum'):.1f} / {med('client_train_seconds_max'):.1f} | {med('total_seconds'):.1f} | {med('cpu_seconds'):.1f} | {med('samples_per_cpu_s'):,.0f} |")
-    print(f"\nweights bit-identical across {', '.join(names)}: {identical}; load average before {out['machine']['loadavg_before']}, after {out['machine']['loadavg_after']}")
+        print(
+            f"| {name} | {statistics.median(walls):.1f}{rng} | {med('samples_per_s'):,.0f} | {med('client_train_seconds_sum'):.1f} / {med('client_train_seconds_max'):.1f} | {med('total_seconds'):.1f} | {med('cpu_seconds'):.1f} | {med('samples_per_cpu_s'):,.0f} |"
+        )
+    print(
+        f"\nweights bit-identical across {', '.join(names)}: {identical}; load average before {out['machine']['loadavg_before']}, after {out['machine']['loadavg_after']}"
+    )
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n")
     return 0 if identical else 1

@@ -85,9 +85,12 @@ class NaiveVAE(nn.Module):
 
     def __init__(self, groups: int = 2, latent: int = 16):
         super().__init__()
-        self.encoder = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 2 * latent))
+        self.encoder = nn.Sequential(
+            nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 2 * latent)
+        )
         self.decoders = nn.ModuleList(
-            nn.Sequential(nn.Linear(latent, 256), nn.ReLU(), nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, 784)) for _ in range(groups)
+            nn.Sequential(nn.Linear(latent, 256), nn.ReLU(), nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, 784))
+            for _ in range(groups)
         )
         wave = torch.zeros(groups, latent)
         for g in range(groups):
@@ -130,7 +133,13 @@ def naive_round(run_path: Path) -> dict:
                 optimizer.step()
                 samples += len(batch)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-    out = {"seconds": seconds, "cpu_seconds": cpu, "samples": samples, "clients": chosen, "threads": torch.get_num_threads()}
+    out = {
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "samples": samples,
+        "clients": chosen,
+        "threads": torch.get_num_threads(),
+    }
     (run_path / "child.json").write_text(json.dumps(out))
     return out
 
@@ -156,10 +165,14 @@ def engine_round(run_path: Path) -> dict:
         outcome = run_round(fed, weights, 0, dispatch)
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         out = {
-            "seconds": seconds, "server_cpu_seconds": cpu, "load_seconds": load_seconds,
-            "workers": pool.size if pool else 1, "pool_start_seconds": pool.start_seconds if pool else 0.0,
+            "seconds": seconds,
+            "server_cpu_seconds": cpu,
+            "load_seconds": load_seconds,
+            "workers": pool.size if pool else 1,
+            "pool_start_seconds": pool.start_seconds if pool else 0.0,
             "tasks": pool.round_stats if pool else [],
-            "clients": outcome.participants, "samples": sum(r.num_samples for r in outcome.results) * cfg.train.local_epochs,
+            "clients": outcome.participants,
+            "samples": sum(r.num_samples for r in outcome.results) * cfg.train.local_epochs,
             "client_seconds": [r.metrics["seconds"] for r in outcome.results],
         }
     finally:
@@ -177,7 +190,6 @@ def make_config(args, workers: int, threads: int = 1):
     """The round of ``bench/engine_round.py`` (same config, seed, data), with ``workers`` workers
     of ``threads`` torch threads each."""
     from engine_round import paper_round_config
-
     from fissionvae.config import load_config
 
     raw = paper_round_config(args.config, args.data_dir, args.scale, args.participants).to_dict()
@@ -235,17 +247,36 @@ def run_one(name: str, rep: int, args, root: Path) -> tuple[dict, dict | None]:
         fixed, _ = flower_sim_round(probe_config(cfg), root, label=f"{label}-probe", client_cpus=per_client)
         work = max(res["cpu_seconds"] - fixed["cpu_seconds"], 1e-9)
         at_once = max(1, (os.cpu_count() or 1) // per_client)  # simulated clients training at once
-        res.update(engine=name, repeat=rep + 1, round_seconds=res["round_seconds"][0], command_seconds=res.pop("total_seconds"), client_cpus=per_client,
-                   fixed_cpu_seconds=fixed["cpu_seconds"], work_cpu_seconds=round(work, 1), idle_round_seconds=round(work / at_once, 2))
+        res.update(
+            engine=name,
+            repeat=rep + 1,
+            round_seconds=res["round_seconds"][0],
+            command_seconds=res.pop("total_seconds"),
+            client_cpus=per_client,
+            fixed_cpu_seconds=fixed["cpu_seconds"],
+            work_cpu_seconds=round(work, 1),
+            idle_round_seconds=round(work / at_once, 2),
+        )
     else:
         run = RunDir.create(root, cfg, label)
         child = "--child-naive" if name.startswith("naive") else "--child-engine"
         wall, cpu = run_child(label, [sys.executable, __file__, child, str(run.path)], threads=None if multi else "1")
         c = json.loads((run.path / "child.json").read_text())
-        res = {"engine": name, "repeat": rep + 1, "clients": len(c["clients"]), "samples": c["samples"], "round_seconds": round(c["seconds"], 2),
-               "command_seconds": round(wall, 2), "cpu_seconds": round(cpu, 1)}
+        res = {
+            "engine": name,
+            "repeat": rep + 1,
+            "clients": len(c["clients"]),
+            "samples": c["samples"],
+            "round_seconds": round(c["seconds"], 2),
+            "command_seconds": round(wall, 2),
+            "cpu_seconds": round(cpu, 1),
+        }
         if name.startswith("naive"):
-            res.update(threads=c["threads"], work_cpu_seconds=round(c["cpu_seconds"], 2), idle_round_seconds=round(c["cpu_seconds"], 2))
+            res.update(
+                threads=c["threads"],
+                work_cpu_seconds=round(c["cpu_seconds"], 2),
+                idle_round_seconds=round(c["cpu_seconds"], 2),
+            )
             weights = None
         else:
             per_worker: dict[int, float] = {}
@@ -253,9 +284,16 @@ def run_one(name: str, rep: int, args, root: Path) -> tuple[dict, dict | None]:
                 per_worker[t["worker"]] = per_worker.get(t["worker"], 0.0) + t["cpu_seconds"]
             work = c["server_cpu_seconds"] + sum(per_worker.values())
             idle = c["server_cpu_seconds"] + max(per_worker.values(), default=0.0)
-            res.update(workers=c["workers"], pool_start_seconds=round(c["pool_start_seconds"], 2), data_load_seconds=round(c["load_seconds"], 2),
-                       worker_cpu_seconds=[round(v, 2) for _, v in sorted(per_worker.items())], server_cpu_seconds=round(c["server_cpu_seconds"], 2),
-                       work_cpu_seconds=round(work, 2), idle_round_seconds=round(idle, 2), client_seconds_sum=round(sum(c["client_seconds"]), 2))
+            res.update(
+                workers=c["workers"],
+                pool_start_seconds=round(c["pool_start_seconds"], 2),
+                data_load_seconds=round(c["load_seconds"], 2),
+                worker_cpu_seconds=[round(v, 2) for _, v in sorted(per_worker.items())],
+                server_cpu_seconds=round(c["server_cpu_seconds"], 2),
+                work_cpu_seconds=round(work, 2),
+                idle_round_seconds=round(idle, 2),
+                client_seconds_sum=round(sum(c["client_seconds"]), 2),
+            )
             weights = torch.load(run.path / "weights.pt", weights_only=True)
     if multi:  # threads of one process run at once: the critical path is the wall time, not the CPU
         res["idle_round_seconds"] = res["round_seconds"]
@@ -295,7 +333,15 @@ def pool_start_seconds(data_dir: str) -> float:
     from fissionvae.federation.engine import Federation
     from fissionvae.federation.workers import WorkerPool
 
-    cfg = load_config(REPO / "configs/mixed_mnist/fission_ld.yaml", [f"data.dir={data_dir}", "data.download=false", "data.groups.0.train_size=1000", "data.groups.1.train_size=1000"])
+    cfg = load_config(
+        REPO / "configs/mixed_mnist/fission_ld.yaml",
+        [
+            f"data.dir={data_dir}",
+            "data.download=false",
+            "data.groups.0.train_size=1000",
+            "data.groups.1.train_size=1000",
+        ],
+    )
     with WorkerPool(Federation.from_config(cfg), 2) as pool:
         return pool.start_seconds
 
@@ -313,7 +359,14 @@ def stream_bandwidth(mb: int = 256) -> float:
     return max(2 * src.numel() * 4 / cpu_time_per_call(lambda: dst.copy_(src), 3, warmup=1) for _ in range(3))
 
 
-MLP_LAYERS = [(784, 512), (512, 256), (256, 32), (16, 256), (256, 512), (512, 784)]  # fission_ld: encoder, one decoder branch
+MLP_LAYERS = [
+    (784, 512),
+    (512, 256),
+    (256, 32),
+    (16, 256),
+    (256, 512),
+    (512, 784),
+]  # fission_ld: encoder, one decoder branch
 
 
 def matmul_only_step(batch: int = 32):
@@ -357,7 +410,13 @@ def roofline_figure(roof: dict, path: Path) -> Path:
     peak, bw = roof["peak_gflops_1thread"], roof["stream_gb_per_s_1thread"]
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
     ridge = peak / bw
-    ax.plot([0.5, ridge, 200], [bw * 0.5, peak, peak], color="k", lw=1.5, label=f"roof: {peak:.0f} GFLOP/s fp32 matmul peak, {bw:.0f} GB/s copy")
+    ax.plot(
+        [0.5, ridge, 200],
+        [bw * 0.5, peak, peak],
+        color="k",
+        lw=1.5,
+        label=f"roof: {peak:.0f} GFLOP/s fp32 matmul peak, {bw:.0f} GB/s copy",
+    )
     points = [
         ("the 17 matmuls alone", "matmuls", "matmuls_only", "tab:green"),
         ("our forward + backward", "matmuls", "ours_fwd_bwd", "tab:blue"),
@@ -367,7 +426,9 @@ def roofline_figure(roof: dict, path: Path) -> Path:
     for label, traffic, case, colour in points:
         x = roof["intensity_flop_per_byte"][traffic]
         y = roof["gflops"][case]
-        ax.scatter([x], [y], color=colour, zorder=3, label=f"{label}: {y:.0f} GFLOP/s, {roof['ms_per_step'][case]:.2f} ms/step")
+        ax.scatter(
+            [x], [y], color=colour, zorder=3, label=f"{label}: {y:.0f} GFLOP/s, {roof['ms_per_step'][case]:.2f} ms/step"
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_yticks([t for t in (5, 10, 20, 30, 50, 70, 100, 200) if t <= 1.5 * peak])
@@ -485,7 +546,9 @@ def roofline(data_dir: str, reps: int = 5, steps: int = 50) -> dict:
         "adam_bytes_per_step": 7 * 4 * n_params,  # read param, grad, m, v; write param, m, v (fp32)
         "ms_per_step": {k: round(v, 3) for k, v in ms.items()},
         "samples_per_cpu_s": {k: round(32e3 / v) for k, v in ms.items() if k.endswith("step")},
-        "gflops": {k: round(per_step / ms[k] / 1e6, 1) for k in ("matmuls_only", "ours_fwd_bwd", "ours_step", "naive_step")},
+        "gflops": {
+            k: round(per_step / ms[k] / 1e6, 1) for k in ("matmuls_only", "ours_fwd_bwd", "ours_step", "naive_step")
+        },
         "ours_step_vs_naive_step": round(ms["naive_step"] / ms["ours_step"], 2),
         "wall_ms_per_step_by_threads": by_threads,
         "weights_message_mb": round(len(blob) / 1e6, 2),
@@ -534,12 +597,19 @@ def main() -> int:
     notes = []
     if set(FLOWER_ENGINES) & set(engines) and (args.no_flower or not flower_available()):
         engines = [e for e in engines if e not in FLOWER_ENGINES]
-        notes.append("Flower engines left out (--no-flower)" if args.no_flower else "Flower engines left out: Flower is not installed")
+        notes.append(
+            "Flower engines left out (--no-flower)"
+            if args.no_flower
+            else "Flower engines left out: Flower is not installed"
+        )
 
     load_before = os.getloadavg()
     cfg = make_config(args, 1)
-    print(f"{args.config.name}: seed {cfg.seed}, {args.participants} clients x {cfg.train.local_epochs} epochs x "
-          f"{(cfg.data.groups[0].train_size or 60000) // cfg.data.groups[0].clients} images; engines {engines}", flush=True)
+    print(
+        f"{args.config.name}: seed {cfg.seed}, {args.participants} clients x {cfg.train.local_epochs} epochs x "
+        f"{(cfg.data.groups[0].train_size or 60000) // cfg.data.groups[0].clients} images; engines {engines}",
+        flush=True,
+    )
     tmp = tempfile.TemporaryDirectory(prefix="engine_speed-") if args.workdir is None else None
     root = Path(tmp.name) if tmp else args.workdir
     root.mkdir(parents=True, exist_ok=True)
@@ -558,6 +628,7 @@ def main() -> int:
     finally:
         if tmp is not None:
             tmp.cleanup()
+
     def same(a: str, b: str) -> bool:
         return all(torch.equal(weights[a][k], weights[b][k]) for k in weights[a])
 
@@ -577,17 +648,36 @@ def main() -> int:
                 if rate.get(ours) and rate.get(base):
                     ratios.setdefault(key, {})[f"{ours} / {base}"] = round(rate[ours] / rate[base], 2)
     out = {
-        "config": str(args.config), "seed": cfg.seed, "scale": args.scale, "participants": args.participants,
-        "weights_bit_identical": identical, "compared": names, "multi_threaded_bit_identical": multi_identical, "results": results, "ratios": ratios,
-        "roofline": roof, "notes": notes,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor(), "python": sys.version.split()[0],
-                    "torch": torch.__version__, "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
+        "config": str(args.config),
+        "seed": cfg.seed,
+        "scale": args.scale,
+        "participants": args.participants,
+        "weights_bit_identical": identical,
+        "compared": names,
+        "multi_threaded_bit_identical": multi_identical,
+        "results": results,
+        "ratios": ratios,
+        "roofline": roof,
+        "notes": notes,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "python": sys.version.split()[0],
+            "torch": torch.__version__,
+            "loadavg_before": [round(x, 2) for x in load_before],
+            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        },
     }
-    print("\n| engine | round wall (s) | samples/s (measured) | work CPU (s) | samples per CPU-s | idle-core round (s) | samples/s on idle cores | command total (s) | command CPU (s) |")
+    print(
+        "\n| engine | round wall (s) | samples/s (measured) | work CPU (s) | samples per CPU-s | idle-core round (s) | samples/s on idle cores | command total (s) | command CPU (s) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for n in engines:
-        print(f"| {n} | {med(n, 'round_seconds'):.1f} | {med(n, 'samples_per_s'):,.0f} | {med(n, 'work_cpu_seconds'):.1f} | {med(n, 'samples_per_work_cpu_s'):,.0f} | "
-              f"{med(n, 'idle_round_seconds'):.1f} | {med(n, 'idle_samples_per_s'):,.0f} | {med(n, 'command_seconds'):.1f} | {med(n, 'cpu_seconds'):.1f} |")
+        print(
+            f"| {n} | {med(n, 'round_seconds'):.1f} | {med(n, 'samples_per_s'):,.0f} | {med(n, 'work_cpu_seconds'):.1f} | {med(n, 'samples_per_work_cpu_s'):,.0f} | "
+            f"{med(n, 'idle_round_seconds'):.1f} | {med(n, 'idle_samples_per_s'):,.0f} | {med(n, 'command_seconds'):.1f} | {med(n, 'cpu_seconds'):.1f} |"
+        )
     print(f"\nratios: {json.dumps(ratios)}")
     print(f"weights bit-identical across {', '.join(names)}: {identical}")
     for n, same_weights in multi_identical.items():

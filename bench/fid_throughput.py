@@ -56,18 +56,33 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=500, help="images per dataset (default 500)")
     parser.add_argument("--batch-size", type=int, default=32, help="batch of the main pass")
-    parser.add_argument("--batch-sizes", type=int, nargs="*", default=[16, 32, 64],
-                        help="batch sizes of the sweep (empty list skips it)")
+    parser.add_argument(
+        "--batch-sizes",
+        type=int,
+        nargs="*",
+        default=[16, 32, 64],
+        help="batch sizes of the sweep (empty list skips it)",
+    )
     parser.add_argument("--sweep-n", type=int, default=128, help="images per sweep timing")
-    parser.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=list(CONFIGS),
-                        help="configurations of the main pass (fp32 is the FID reference)")
-    parser.add_argument("--sweep-configs", nargs="*", default=["fp32", "channels_last"],
-                        choices=list(CONFIGS), help="configurations of the batch-size sweep")
-    parser.add_argument("--data-dir", default=default_data_dir(),
-                        help="folder with mnist/ and fashion-mnist/ IDX files")
+    parser.add_argument(
+        "--configs",
+        nargs="*",
+        default=list(CONFIGS),
+        choices=list(CONFIGS),
+        help="configurations of the main pass (fp32 is the FID reference)",
+    )
+    parser.add_argument(
+        "--sweep-configs",
+        nargs="*",
+        default=["fp32", "channels_last"],
+        choices=list(CONFIGS),
+        help="configurations of the batch-size sweep",
+    )
+    parser.add_argument(
+        "--data-dir", default=default_data_dir(), help="folder with mnist/ and fashion-mnist/ IDX files"
+    )
     parser.add_argument("--inception", default=None, help="FID Inception file")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--json", type=Path, default=None, help="write results here")
     return parser.parse_args()
 
@@ -75,11 +90,18 @@ def parse_args() -> argparse.Namespace:
 def machine() -> dict[str, object]:
     """CPU model, core count, load average and software versions."""
     lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    model = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines()
-                  if line.startswith("Model name")), platform.processor())
-    return {"cpu": model, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(),
-            "load_average_1_5_15": os.getloadavg()}
+    model = next(
+        (line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")),
+        platform.processor(),
+    )
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "load_average_1_5_15": os.getloadavg(),
+    }
 
 
 def load_images(n: int, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
@@ -91,16 +113,16 @@ def load_images(n: int, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
 
 def make_extractor(name: str, batch_size: int, path: str | None) -> InceptionFeatures:
     """Build a fresh extractor (own network copy) warmed up with two batches."""
-    extractor = InceptionFeatures(model=load_inception(path), batch_size=batch_size,
-                                  progress=False, **CONFIGS[name])
+    extractor = InceptionFeatures(model=load_inception(path), batch_size=batch_size, progress=False, **CONFIGS[name])
     warm = np.zeros((batch_size, 28, 28), dtype=np.uint8)
     for _ in range(2):
         extractor.features_of_batch(warm)
     return extractor
 
 
-def interleaved(extractors: dict[str, InceptionFeatures], images: np.ndarray,
-                chunk: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def interleaved(
+    extractors: dict[str, InceptionFeatures], images: np.ndarray, chunk: int
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Features and (wall, process CPU) seconds per configuration, run chunk by chunk in turn.
 
     Interleaving (and rotating the order every chunk) spreads any load from other processes
@@ -110,8 +132,8 @@ def interleaved(extractors: dict[str, InceptionFeatures], images: np.ndarray,
     parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
     seconds = {name: np.zeros(2) for name in names}
     for index, start in enumerate(range(0, len(images), chunk)):
-        batch = images[start:start + chunk]
-        for name in names[index % len(names):] + names[:index % len(names)]:
+        batch = images[start : start + chunk]
+        for name in names[index % len(names) :] + names[: index % len(names)]:
             begin = np.array([time.perf_counter(), time.process_time()])
             parts[name].append(extractors[name](batch))
             seconds[name] += np.array([time.perf_counter(), time.process_time()]) - begin
@@ -121,21 +143,27 @@ def interleaved(extractors: dict[str, InceptionFeatures], images: np.ndarray,
 def main_pass(args: argparse.Namespace, mnist: np.ndarray, fashion: np.ndarray) -> dict:
     """Throughput and FID of every configuration on the full image set."""
     images = np.concatenate([mnist, fashion])
-    extractors = {name: make_extractor(name, args.batch_size, args.inception)
-                  for name in args.configs}
+    extractors = {name: make_extractor(name, args.batch_size, args.inception) for name in args.configs}
     features, seconds = interleaved(extractors, images, 2 * args.batch_size)
     results = {}
     for name in args.configs:
         results[name] = rates(len(images), seconds[name])
-        print(f"{name:>20}: {results[name]['images_per_s']:6.2f} img/s, "
-              f"{results[name]['images_per_cpu_s']:6.2f} img per CPU-s", flush=True)
+        print(
+            f"{name:>20}: {results[name]['images_per_s']:6.2f} img/s, "
+            f"{results[name]['images_per_cpu_s']:6.2f} img per CPU-s",
+            flush=True,
+        )
     return add_fid(results, features, len(mnist))
 
 
 def rates(count: int, seconds: np.ndarray) -> dict[str, float]:
     """images/s of wall time and images per CPU-second of this process."""
-    return {"images_per_s": count / seconds[0], "images_per_cpu_s": count / seconds[1],
-            "seconds": float(seconds[0]), "cpu_seconds": float(seconds[1])}
+    return {
+        "images_per_s": count / seconds[0],
+        "images_per_cpu_s": count / seconds[1],
+        "seconds": float(seconds[0]),
+        "cpu_seconds": float(seconds[1]),
+    }
 
 
 def add_fid(results: dict, features: dict, n: int) -> dict:
@@ -151,23 +179,30 @@ def add_fid(results: dict, features: dict, n: int) -> dict:
             results[name]["delta_vs_fp32"] = value - ref_fid
             results[name]["fid_fp32_vs_cfg_same_images"] = max(
                 fid_from_stats(feature_stats(reference[:n]), feature_stats(feats[:n])),
-                fid_from_stats(feature_stats(reference[n:]), feature_stats(feats[n:])))
+                fid_from_stats(feature_stats(reference[n:]), feature_stats(feats[n:])),
+            )
             results[name]["max_abs_feature_diff"] = float(np.abs(feats - reference).max())
     return results
 
 
 def sweep(args: argparse.Namespace, images: np.ndarray) -> dict:
     """images/s per configuration and batch size on ``images`` (all interleaved)."""
-    extractors = {(name, size): make_extractor(name, size, args.inception)
-                  for name in args.sweep_configs for size in args.batch_sizes}
+    extractors = {
+        (name, size): make_extractor(name, size, args.inception)
+        for name in args.sweep_configs
+        for size in args.batch_sizes
+    }
     keyed = {f"{name}@{size}": extractor for (name, size), extractor in extractors.items()}
     _, seconds = interleaved(keyed, images, max(args.batch_sizes))
     table: dict[str, dict[int, dict[str, float]]] = {}
     for name, size in extractors:
         rate = rates(len(images), seconds[f"{name}@{size}"])
         table.setdefault(name, {})[size] = rate
-        print(f"{name:>20} batch {size:>3}: {rate['images_per_s']:6.2f} img/s, "
-              f"{rate['images_per_cpu_s']:6.2f} img per CPU-s", flush=True)
+        print(
+            f"{name:>20} batch {size:>3}: {rate['images_per_s']:6.2f} img/s, "
+            f"{rate['images_per_cpu_s']:6.2f} img per CPU-s",
+            flush=True,
+        )
     return table
 
 
@@ -179,8 +214,12 @@ def main() -> None:
     info = machine()
     print(json.dumps(info), flush=True)
     mnist, fashion = load_images(args.n, args.data_dir)
-    results = {"machine": info, "n_per_dataset": args.n, "batch_size": args.batch_size,
-               "main": main_pass(args, mnist, fashion)}
+    results = {
+        "machine": info,
+        "n_per_dataset": args.n,
+        "batch_size": args.batch_size,
+        "main": main_pass(args, mnist, fashion),
+    }
     if args.batch_sizes:
         mixed = np.concatenate([mnist[: args.sweep_n // 2], fashion[: args.sweep_n // 2]])
         results["sweep_n"] = len(mixed)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fissionvae.config import RunConfig, load_config
-from fissionvae.config import deep_merge
+from fissionvae.config import RunConfig, deep_merge, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,7 +32,15 @@ def tiny_config(data_dir: Path, **sections) -> RunConfig:
                 {"name": "fashion", "dataset": "fashion-mnist", "clients": 2, "train_size": 400, "test_size": 200},
             ],
         },
-        "model": {"latent_dim": 8, "prior": "wave", "decoder_branches": True, "encoder_hidden": [64], "decoder": {"hidden": [64], "latent_hidden": [16]}, "z2_dim": 4, "z2_encoder_hidden": [16]},
+        "model": {
+            "latent_dim": 8,
+            "prior": "wave",
+            "decoder_branches": True,
+            "encoder_hidden": [64],
+            "decoder": {"hidden": [64], "latent_hidden": [16]},
+            "z2_dim": 4,
+            "z2_encoder_hidden": [16],
+        },
         "federation": {"participation": 0.5},
         "train": {"rounds": 4, "local_epochs": 1, "batch_size": 32, "centralized_epochs": 2},
         "eval": {"test_per_group": 100, "grid_size": 16, "recon_per_group": 4},

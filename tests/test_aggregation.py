@@ -2,11 +2,11 @@
 
 import pytest
 import torch
+from tests.helpers import tiny_config
 
 from fissionvae.federation.aggregation import InvalidUpdate, aggregate, check_update, weighted_average
 from fissionvae.federation.client import ClientResult
 from fissionvae.models.vae import build_model
-from tests.helpers import tiny_config
 
 
 def reply(cid, group, n, **weights):
@@ -38,7 +38,10 @@ def test_encoder_over_all_branch_within_group_weighted_by_samples():
 
 
 def test_absent_group_keeps_its_branch_and_result_order_does_not_matter():
-    results = [reply(3, 0, 50, **{"encoder.w": [2.0, 2.0], "branches.0.w": [0.0]}), reply(1, 0, 150, **{"encoder.w": [6.0, 2.0], "branches.0.w": [4.0]})]
+    results = [
+        reply(3, 0, 50, **{"encoder.w": [2.0, 2.0], "branches.0.w": [0.0]}),
+        reply(1, 0, 150, **{"encoder.w": [6.0, 2.0], "branches.0.w": [4.0]}),
+    ]
     a, b = aggregate(GLOBAL, results), aggregate(GLOBAL, results[::-1])
     assert torch.equal(a["branches.1.w"], GLOBAL["branches.1.w"])
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -90,6 +93,8 @@ def test_check_update_rejects_bad_replies(weights, match):
 def test_check_update_rejects_wrong_dtype_and_sample_count():
     good = {"encoder.w": torch.zeros(2), "branches.0.w": torch.zeros(1)}
     with pytest.raises(InvalidUpdate, match="float64"):
-        check_update(GLOBAL, list(good), ClientResult(0, [0], 5, good | {"encoder.w": torch.zeros(2, dtype=torch.float64)}))
+        check_update(
+            GLOBAL, list(good), ClientResult(0, [0], 5, good | {"encoder.w": torch.zeros(2, dtype=torch.float64)})
+        )
     with pytest.raises(InvalidUpdate, match="num_samples"):
         check_update(GLOBAL, list(good), ClientResult(0, [0], 0, good))

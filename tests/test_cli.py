@@ -4,10 +4,10 @@ import json
 
 import torch
 import yaml
+from tests.helpers import tiny_config
 
 from fissionvae.cli import main
 from fissionvae.federation.state import load_state
-from tests.helpers import tiny_config
 
 
 def write_config(path, data_dir, **sections):
@@ -18,7 +18,23 @@ def write_config(path, data_dir, **sections):
 def test_train_sample_resume(tmp_path, shared_data_dir, capsys):
     cfg = write_config(tmp_path / "c.yaml", shared_data_dir)
     runs = tmp_path / "runs"
-    assert main(["train", "--config", str(cfg), "--set", "train.rounds=2", "--runs-dir", str(runs), "--name", "r", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(cfg),
+                "--set",
+                "train.rounds=2",
+                "--runs-dir",
+                str(runs),
+                "--name",
+                "r",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     run = runs / "r"
     assert load_state(run / "checkpoints" / "latest.pt").round == 2
     assert yaml.safe_load((run / "config.yaml").read_text())["train"]["rounds"] == 2
@@ -51,7 +67,25 @@ def test_centralized_override_and_config_command(tmp_path, shared_data_dir, caps
     assert main(["config", str(cfg), "--set", "mode=centralized"]) == 0
     assert yaml.safe_load(capsys.readouterr().out)["mode"] == "centralized"
     runs = tmp_path / "runs"
-    assert main(["train", "--config", str(cfg), "--set", "mode=centralized", "--set", "train.centralized_epochs=1", "--runs-dir", str(runs), "--name", "c", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(cfg),
+                "--set",
+                "mode=centralized",
+                "--set",
+                "train.centralized_epochs=1",
+                "--runs-dir",
+                str(runs),
+                "--name",
+                "c",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     state = load_state(runs / "c" / "checkpoints" / "latest.pt")
     assert state.round == 1 and state.config["mode"] == "centralized"
     assert all(torch.isfinite(v).all() for v in state.weights.values() if v.is_floating_point())

@@ -1,9 +1,9 @@
 from pathlib import Path
 
 import pytest
+from tests.helpers import REPO, tiny_config
 
 from fissionvae.config import ConfigError, load_config
-from tests.helpers import REPO, tiny_config
 
 CONFIGS = sorted((REPO / "configs" / "mixed_mnist").glob("[!_]*.yaml"))
 
@@ -32,7 +32,10 @@ def test_table_one_rows():
 
 
 def test_overrides_including_list_items():
-    cfg = load_config(REPO / "configs/mixed_mnist/fission_ld.yaml", ["train.rounds=3", "federation.participation=1.0", "data.groups.1.clients=4"])
+    cfg = load_config(
+        REPO / "configs/mixed_mnist/fission_ld.yaml",
+        ["train.rounds=3", "federation.participation=1.0", "data.groups.1.clients=4"],
+    )
     assert cfg.train.rounds == 3 and cfg.federation.participation == 1.0 and cfg.data.groups[1].clients == 4
     with pytest.raises(ConfigError, match="data.groups.7"):
         load_config(REPO / "configs/mixed_mnist/fission_ld.yaml", ["data.groups.7.clients=4"])
@@ -71,7 +74,11 @@ def test_extends_chain_and_missing_file(tmp_path):
 
 def test_group_decoder_needs_branches(tmp_path):
     with pytest.raises(ConfigError, match="decoder_branches"):
-        tiny_config(tmp_path, model={"decoder_branches": False, "prior": "wave"}, data={"groups": [{"name": "a", "dataset": "mnist", "decoder": {"kind": "conv", "hidden": [8, 8]}}]})
+        tiny_config(
+            tmp_path,
+            model={"decoder_branches": False, "prior": "wave"},
+            data={"groups": [{"name": "a", "dataset": "mnist", "decoder": {"kind": "conv", "hidden": [8, 8]}}]},
+        )
 
 
 def test_shipped_quick_config_is_small():

@@ -36,8 +36,20 @@ def test_configs_have_the_papers_settings():
     assert (fed.train.rounds, fed.train.local_epochs, fed.train.batch_size, fed.train.lr) == (15, 6, 128, 1e-3)
     assert cen.mode == "centralized" and cen.effective_rounds == 25 and cen.train.batch_size == 128
     m = fed.model
-    assert (m.latent_dim, m.kl_weight, m.prior, m.decoder_branches, m.hierarchical) == (200, 1.0, "identical", False, False)
-    assert (m.encoder_kind, m.encoder_hidden, m.norm, m.decoder.kind, m.decoder.hidden) == ("conv", [16, 32], "batch", "conv-mirror", [32, 16])
+    assert (m.latent_dim, m.kl_weight, m.prior, m.decoder_branches, m.hierarchical) == (
+        200,
+        1.0,
+        "identical",
+        False,
+        False,
+    )
+    assert (m.encoder_kind, m.encoder_hidden, m.norm, m.decoder.kind, m.decoder.hidden) == (
+        "conv",
+        [16, 32],
+        "batch",
+        "conv-mirror",
+        [32, 16],
+    )
     assert 10.5e6 < sum(p.numel() for p in build_model(fed).parameters()) < 11.5e6  # "~11M parameters"
     a, b = common.comparable(fed), common.comparable(cen)
     assert {k for k in a if a[k] != b[k]} == {"name", "mode"}  # the same study but for the mode
@@ -53,7 +65,11 @@ def test_each_preset_pairs_a_federated_and_a_centralised_run_of_one_model(name):
 
 
 def test_preset_choice():
-    assert resolve_preset(False, None) == "full" and resolve_preset(True, None) == "quick" and resolve_preset(False, "reduced") == "reduced"
+    assert (
+        resolve_preset(False, None) == "full"
+        and resolve_preset(True, None) == "quick"
+        and resolve_preset(False, "reduced") == "reduced"
+    )
     with pytest.raises(ValueError, match="contradicts"):
         resolve_preset(True, "full")
     with pytest.raises(ValueError, match="unknown"):
@@ -64,7 +80,18 @@ def test_loss_curve_counts_passes_over_the_training_set():
     metrics = []
     for r in (1, 2):
         metrics += [{"type": "client", "round": r, "client": c, "num_samples": 250} for c in range(4)]
-        metrics.append({"type": "round", "round": r, "train/recon": 10.0 / r, "train/kl_prior": 1.0, "train/loss": 11.0, "test/recon": 9.0, "test/kl_prior": 2.0, "test/loss": 11.0})
+        metrics.append(
+            {
+                "type": "round",
+                "round": r,
+                "train/recon": 10.0 / r,
+                "train/kl_prior": 1.0,
+                "train/loss": 11.0,
+                "test/recon": 9.0,
+                "test/kl_prior": 2.0,
+                "test/loss": 11.0,
+            }
+        )
     curve = loss_curve(metrics, epochs_per_round=6, train_images=1000)
     assert curve.x_end.tolist() == [6.0, 12.0] and curve.x_mid.tolist() == [3.0, 9.0]
     assert curve.train["recon"].tolist() == [10.0, 5.0] and curve.test["kl_prior"].tolist() == [2.0, 2.0]
@@ -84,7 +111,19 @@ def test_verdict_applies_the_stated_tolerances():
 def test_cli_registers_study_dugdale(tmp_path):
     parser = argparse.ArgumentParser(prog="fissionvae")
     register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["study", "dugdale", "--quick", "--out", str(tmp_path), "--num-samples", "20", "--runs-dir", str(tmp_path / "r")])
+    args = parser.parse_args(
+        [
+            "study",
+            "dugdale",
+            "--quick",
+            "--out",
+            str(tmp_path),
+            "--num-samples",
+            "20",
+            "--runs-dir",
+            str(tmp_path / "r"),
+        ]
+    )
     assert args.quick and args.num_samples == 20 and args.out == tmp_path and callable(args.func)
     with pytest.raises(SystemExit):
         parser.parse_args(["study", "dugdale", "--preset", "huge"])
@@ -106,7 +145,9 @@ def test_an_eval_with_other_counts_or_options_is_not_reused(tmp_path):
     absent = RunDir(tmp_path / "never-read")  # the checkpoint is only read when everything else matches
     assert not common.eval_matches(saved | {"num_samples": 100}, absent, opts)
     assert not common.eval_matches(saved | {"options": saved["options"] | {"iw_samples": 100}}, absent, opts)
-    assert not common.eval_matches(saved, absent, EvalOptions(num_samples=None, iw_samples=5))  # full protocol = 100 images
+    assert not common.eval_matches(
+        saved, absent, EvalOptions(num_samples=None, iw_samples=5)
+    )  # full protocol = 100 images
 
 
 @pytest.mark.slow
@@ -114,22 +155,46 @@ def test_quick_study_end_to_end(tmp_path, shared_data_dir, inception_path, monke
     """Resume a stopped run, train the other, evaluate both, draw the page; then reuse everything."""
     monkeypatch.setenv("FISSIONVAE_INCEPTION", str(inception_path))
     runs_dir, out = tmp_path / "runs", tmp_path / "page"
-    stopped = api.train_from_config(CONFIGS_DIR / "quick.yaml", runs_dir=runs_dir, name="stopped-by-hand", data_dir=shared_data_dir, max_rounds=1, progress=False)
+    stopped = api.train_from_config(
+        CONFIGS_DIR / "quick.yaml",
+        runs_dir=runs_dir,
+        name="stopped-by-hand",
+        data_dir=shared_data_dir,
+        max_rounds=1,
+        progress=False,
+    )
     assert common.read_status(stopped)["state"] == "stopped"
 
     page = run_dugdale_study(out, runs_dir, shared_data_dir, quick=True, num_samples=20, progress=False)
 
     text = page.read_text()
-    for title in ("Figure 1", "Figure 2", "Figure 3", "Figure 4", "| FID", "| IS", "-ELBO", "images processed", "wall time"):
+    for title in (
+        "Figure 1",
+        "Figure 2",
+        "Figure 3",
+        "Figure 4",
+        "| FID",
+        "| IS",
+        "-ELBO",
+        "images processed",
+        "wall time",
+    ):
         assert title in text, title
     numbers = json.loads((out / "dugdale.json").read_text())
     assert numbers["sentence"] in text and ("did not match" in text) != numbers["verdict"]["matched"]
     fed, cen = numbers["federated"], numbers["centralized"]
-    assert fed["run"] == str(stopped.path) and common.read_status(stopped)["state"] == "finished"  # resumed, not retrained
+    assert (
+        fed["run"] == str(stopped.path) and common.read_status(stopped)["state"] == "finished"
+    )  # resumed, not retrained
     assert fed["rounds_done"] == cen["rounds_done"] == 2 and fed["images_processed"] == cen["images_processed"] == 2048
     for n in (fed, cen):
         assert n["generated"] == n["fid_generated"] == 20 and n["fid_real"] == n["nll_images"] == 100 and n["reduced"]
-        assert math.isfinite(n["fid"]) and n["fid"] > 0 and 1 - 1e-6 <= n["is_mean"] <= 10 and 0 <= n["confident_share"] <= 1
+        assert (
+            math.isfinite(n["fid"])
+            and n["fid"] > 0
+            and 1 - 1e-6 <= n["is_mean"] <= 10
+            and 0 <= n["confident_share"] <= 1
+        )
         assert n["iw_nll"] <= n["neg_elbo"] + 1e-6 and n["train_wall_seconds"] > 0
     for name in ("figure1_reconstructions.png", "figure2_generations.png", "figure3_losses.png", "figure4_tsne.png"):
         assert f"]({name})" in text and Image.open(out / name).size[0] > 300

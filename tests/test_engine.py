@@ -4,11 +4,11 @@ import json
 
 import pytest
 import torch
+from tests.helpers import tiny_config
 
 from fissionvae.federation.engine import Federation, InProcessDispatcher, run_round, train
 from fissionvae.federation.state import CheckpointError, load_state
 from fissionvae.runs import RunDir
-from tests.helpers import tiny_config
 
 
 def weights_equal(a, b):
@@ -25,7 +25,9 @@ def group_classifier(groups):
 
     def closure():
         opt.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(clf(x).squeeze(1), y) + 1e-3 * clf.weight.pow(2).sum()
+        loss = (
+            torch.nn.functional.binary_cross_entropy_with_logits(clf(x).squeeze(1), y) + 1e-3 * clf.weight.pow(2).sum()
+        )
         loss.backward()
         return loss
 
@@ -56,10 +58,12 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, shared_data_d
 def test_short_federated_run_learns_each_group(tmp_path, shared_data_dir):
     cfg = tiny_config(
         shared_data_dir,
-        data={"groups": [
-            {"name": "mnist", "dataset": "mnist", "clients": 2, "train_size": 2000, "test_size": 500},
-            {"name": "fashion", "dataset": "fashion-mnist", "clients": 2, "train_size": 2000, "test_size": 500},
-        ]},
+        data={
+            "groups": [
+                {"name": "mnist", "dataset": "mnist", "clients": 2, "train_size": 2000, "test_size": 500},
+                {"name": "fashion", "dataset": "fashion-mnist", "clients": 2, "train_size": 2000, "test_size": 500},
+            ]
+        },
         model={"latent_dim": 8, "encoder_hidden": [256], "decoder": {"hidden": [256]}},
         federation={"participation": 1.0},
         train={"rounds": 4, "local_epochs": 2},
@@ -107,7 +111,9 @@ def test_centralized_is_one_client_one_epoch_per_round(tmp_path, shared_data_dir
 
 def test_kept_client_optimizer_continues_adam_and_is_checkpointed(tmp_path, shared_data_dir):
     reset_cfg = tiny_config(shared_data_dir, federation={"participation": 1.0}, train={"rounds": 2})
-    keep_cfg = tiny_config(shared_data_dir, federation={"participation": 1.0, "client_optimizer": "keep"}, train={"rounds": 2})
+    keep_cfg = tiny_config(
+        shared_data_dir, federation={"participation": 1.0, "client_optimizer": "keep"}, train={"rounds": 2}
+    )
     reset = train(reset_cfg, RunDir.create(tmp_path, reset_cfg, "reset"), progress=False)
     keep_run = RunDir.create(tmp_path, keep_cfg, "keep")
     keep = train(keep_cfg, keep_run, progress=False)
@@ -116,7 +122,9 @@ def test_kept_client_optimizer_continues_adam_and_is_checkpointed(tmp_path, shar
     # Adam's step counter runs on across rounds: 2 rounds x 1 epoch x 200 images / batch 32 = 14 steps
     steps = {float(s["step"]) for s in keep.client_states[0]["state"].values()}
     assert steps == {14.0}
-    assert load_state(keep_run.checkpoint_path).client_states[0]["state"].keys() == keep.client_states[0]["state"].keys()
+    assert (
+        load_state(keep_run.checkpoint_path).client_states[0]["state"].keys() == keep.client_states[0]["state"].keys()
+    )
     # round 1 is the same (no state yet), round 2 differs because Adam continues
     first = [m for m in keep_run.metrics() if m["type"] == "round"][0]
     first_reset = [m for m in RunDir.open(tmp_path / "reset").metrics() if m["type"] == "round"][0]

@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+from tests.helpers import tiny_config
 
 from fissionvae.evaluation import evaluate as ev
 from fissionvae.evaluation.evaluate import EvalOptions, evaluate_run, pooled_stats, split_counts
@@ -13,12 +14,13 @@ from fissionvae.evaluation.report import make_report, model_label, paper_numbers
 from fissionvae.federation.engine import train
 from fissionvae.federation.state import CheckpointError
 from fissionvae.runs import RunDir, RunDirError
-from tests.helpers import tiny_config
 
-SMALL = {"groups": [
-    {"name": "mnist", "dataset": "mnist", "clients": 2, "train_size": 400, "test_size": 60},
-    {"name": "fashion", "dataset": "fashion-mnist", "clients": 2, "train_size": 400, "test_size": 60},
-]}
+SMALL = {
+    "groups": [
+        {"name": "mnist", "dataset": "mnist", "clients": 2, "train_size": 400, "test_size": 60},
+        {"name": "fashion", "dataset": "fashion-mnist", "clients": 2, "train_size": 400, "test_size": 60},
+    ]
+}
 
 
 @pytest.fixture(scope="module")
@@ -52,14 +54,22 @@ def test_evaluate_writes_all_metrics_and_resumes_from_cache(runs, isolated_cache
     result = evaluate_run(run.path, opts)
     saved = json.loads((run.path / "eval.json").read_text())
     assert saved["weights_sha256"] == result["weights_sha256"] and not saved["reduced"]
-    assert saved["num_samples"] == saved["eval_images"] == 120 and saved["samples_per_group"] == {"mnist": 60, "fashion": 60}
+    assert saved["num_samples"] == saved["eval_images"] == 120 and saved["samples_per_group"] == {
+        "mnist": 60,
+        "fashion": 60,
+    }
     assert saved["fid"]["per_group"]["mnist"]["generated"] == 60 and saved["fid"]["overall"] > 0
     assert all(0 <= g["purity"] <= 1 for g in saved["classifier"]["per_group"].values())
     assert 1 <= saved["classifier"]["is_domain"]["mean"] <= 20
     nll = saved["nll"]["overall"]
     assert nll["iw"]["nats_per_image"] <= nll["neg_elbo"]["nats_per_image"]
     assert math.isclose(nll["neg_elbo"]["bits_per_dim"], nll["neg_elbo"]["nats_per_image"] / 784 / math.log(2))
-    for name in ("samples_mnist_16x16.png", "samples_fashion_16x16.png", "tsne_latent.png", "tsne_real_vs_generated.png"):
+    for name in (
+        "samples_mnist_16x16.png",
+        "samples_fashion_16x16.png",
+        "tsne_latent.png",
+        "tsne_real_vs_generated.png",
+    ):
         assert (run.path / "eval" / name).stat().st_size > 1000
 
     # a second evaluation reuses cached features and NLL: the extractor is never called
@@ -72,13 +82,23 @@ def test_evaluate_writes_all_metrics_and_resumes_from_cache(runs, isolated_cache
     assert again["fid"]["overall"] == pytest.approx(result["fid"]["overall"])
     # another sample count is another evaluation, but the NLL depends only on the weights and the
     # test images: it is reused, not recomputed
-    other = evaluate_run(run.path, EvalOptions(num_samples=40, iw_samples=5, fid=False, tsne=False, progress=False, result_name="eval-40"))
+    other = evaluate_run(
+        run.path,
+        EvalOptions(num_samples=40, iw_samples=5, fid=False, tsne=False, progress=False, result_name="eval-40"),
+    )
     assert other["num_samples"] == 40 and other["nll"] == saved["nll"]
 
 
 def test_reduced_evaluation_is_flagged(runs, isolated_cache):
-    result = evaluate_run(runs["centralized"].path, EvalOptions(num_samples=40, iw_samples=2, inception=isolated_cache, tsne=False, progress=False))
-    assert result["reduced"] and result["num_samples"] == 40 and result["samples_per_group"] == {"mnist": 20, "fashion": 20}
+    result = evaluate_run(
+        runs["centralized"].path,
+        EvalOptions(num_samples=40, iw_samples=2, inception=isolated_cache, tsne=False, progress=False),
+    )
+    assert (
+        result["reduced"]
+        and result["num_samples"] == 40
+        and result["samples_per_group"] == {"mnist": 20, "fashion": 20}
+    )
 
 
 def test_bad_runs_give_clear_errors_and_write_nothing(tmp_path, shared_data_dir, isolated_cache):
@@ -103,7 +123,9 @@ def test_report_from_two_runs(runs, isolated_cache, tmp_path):
     for mode, run in runs.items():  # the same evaluations as the tests above, if they did not run
         if not (run.path / "eval.json").is_file():
             n = None if mode == "federated" else 40
-            evaluate_run(run.path, EvalOptions(num_samples=n, iw_samples=2, inception=isolated_cache, tsne=False, progress=False))
+            evaluate_run(
+                run.path, EvalOptions(num_samples=n, iw_samples=2, inception=isolated_cache, tsne=False, progress=False)
+            )
     md = make_report([r.path for r in runs.values()], tmp_path / "report").read_text()
     assert "fed FID" in md and "central FID" in md and "FissionVAE+L+D (wave)" in md
     assert "paper 42.11" in md and "paper 34.39" in md  # Table 3 +L+D, federated and centralised
@@ -120,4 +142,6 @@ def test_report_from_two_runs(runs, isolated_cache, tmp_path):
 def test_paper_lookup(tmp_path):
     cfg = tiny_config(tmp_path, model={"prior": "one-hot", "hierarchical": True})
     assert model_label(cfg) == "FissionVAE+H+L+D (one-hot)" and paper_numbers(cfg) == (53.22, 2.97, None)
-    assert paper_numbers(tiny_config(tmp_path, mode="centralized", model={"prior": "identical", "decoder_branches": False})) == (40.59, 3.62, 0.18)
+    assert paper_numbers(
+        tiny_config(tmp_path, mode="centralized", model={"prior": "identical", "decoder_branches": False})
+    ) == (40.59, 3.62, 0.18)

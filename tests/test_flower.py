@@ -29,11 +29,12 @@ from flwr.app import Context, Error, Message, RecordDict  # noqa: E402
 from flwr.serverapp import Grid  # noqa: E402
 from flwr.supercore.run import Run  # noqa: E402
 from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
+from tests.helpers import REPO, tiny_config  # noqa: E402
 
-from fissionvae.data.federated import build_clients, client_groups, load_groups  # noqa: E402
-from fissionvae.federation.client import LocalTrainSpec  # noqa: E402
 from fissionvae.cli import build_parser  # noqa: E402
 from fissionvae.cli import main as cli_main  # noqa: E402
+from fissionvae.data.federated import build_clients, client_groups, load_groups  # noqa: E402
+from fissionvae.federation.client import LocalTrainSpec  # noqa: E402
 from fissionvae.federation.engine import Federation, InProcessDispatcher, train  # noqa: E402
 from fissionvae.federation.flower import clientapp, messages  # noqa: E402
 from fissionvae.federation.flower.launch import (  # noqa: E402
@@ -51,7 +52,6 @@ from fissionvae.federation.flower.security import (  # noqa: E402
 from fissionvae.federation.flower.serverapp import FlowerDispatcher  # noqa: E402
 from fissionvae.federation.flower.strategy import GroupFedAvg, NodeDirectory  # noqa: E402
 from fissionvae.runs import RunDir  # noqa: E402
-from tests.helpers import REPO, tiny_config  # noqa: E402
 
 TIMING = {"seconds", "samples_per_s", "steps"}
 
@@ -62,7 +62,11 @@ def weights_equal(a, b):
 
 def rounds_of(run: RunDir) -> list[dict]:
     """metrics.jsonl round lines without wall-clock fields (they differ between engines)."""
-    return [{k: v for k, v in m.items() if k not in ("seconds", "samples_per_s")} for m in run.metrics() if m["type"] == "round"]
+    return [
+        {k: v for k, v in m.items() if k not in ("seconds", "samples_per_s")}
+        for m in run.metrics()
+        if m["type"] == "round"
+    ]
 
 
 def client_lines(run: RunDir) -> list[dict]:
@@ -88,7 +92,9 @@ class FakeGrid(Grid):
     """
 
     def __init__(self, cfg, data_dir, tamper=None, clients=None):
-        self.nodes = {1000 + cid: nc for cid, nc in enumerate(node_configs(cfg, data_dir)) if clients is None or cid in clients}
+        self.nodes = {
+            1000 + cid: nc for cid, nc in enumerate(node_configs(cfg, data_dir)) if clients is None or cid in clients
+        }
         self.tamper = tamper
         self.replies: dict[str, Message] = {}
         self._run = Run.create_empty(1)
@@ -111,7 +117,13 @@ class FakeGrid(Grid):
         for msg in messages_:
             mid = uuid.uuid4().hex
             msg.metadata.__dict__["_message_id"] = mid
-            context = Context(run_id=1, node_id=msg.metadata.dst_node_id, node_config=self.nodes[msg.metadata.dst_node_id], state=RecordDict(), run_config={})
+            context = Context(
+                run_id=1,
+                node_id=msg.metadata.dst_node_id,
+                node_config=self.nodes[msg.metadata.dst_node_id],
+                state=RecordDict(),
+                run_config={},
+            )
             try:
                 reply = clientapp.app(msg, context)
             except Exception as exc:  # what Flower does with a raising ClientApp
@@ -151,7 +163,12 @@ def test_train_message_carries_spec_config_and_owned_weights(shared_data_dir):
     owned = {k: fed.model.state_dict()[k] for k in fed.owned_keys(2)}
     spec = LocalTrainSpec(seed=5, round=3, epochs=2, batch_size=16, lr=3e-4, fused_adam=False, steps=7)
     job = messages.parse_train(messages.train_content(2, owned, spec, messages.config_to_json(cfg), (1, 28, 28)))
-    assert job.client_id == 2 and job.spec == spec and job.cfg.to_dict() == cfg.to_dict() and job.image_shape == (1, 28, 28)
+    assert (
+        job.client_id == 2
+        and job.spec == spec
+        and job.cfg.to_dict() == cfg.to_dict()
+        and job.image_shape == (1, 28, 28)
+    )
     assert weights_equal(job.weights, owned)
     assert not any(k.startswith("branches.0.") for k in job.weights)  # a fashion client never sees the mnist branch
 
@@ -163,13 +180,23 @@ def test_node_config_maps_to_client_ids_and_local_partitions_match(shared_data_d
     assert clientapp.client_id_for(cfg, {"group": "fashion", "partition": 1}) == 3
     assert clientapp.client_id_for(cfg, {"group": 1, "partition": 0}) == 2
     assert clientapp.client_id_for(cfg, {"partition-id": 2, "num-partitions": 4}) == 2
-    for bad in ({"group": "cifar", "partition": 0}, {"group": "mnist", "partition": 2}, {"partition-id": 1, "num-partitions": 3}, {}):
+    for bad in (
+        {"group": "cifar", "partition": 0},
+        {"group": "mnist", "partition": 2},
+        {"partition-id": 1, "num-partitions": 3},
+        {},
+    ):
         with pytest.raises(ValueError):
             clientapp.client_id_for(cfg, bad)
     reference = build_clients(cfg, load_groups(cfg))
     for ref in reference:
         local = clientapp.load_client_data(cfg, ref.client_id)
-        assert local.client_id == ref.client_id and torch.equal(local.images, ref.images) and torch.equal(local.labels, ref.labels) and torch.equal(local.group_ids, ref.group_ids)
+        assert (
+            local.client_id == ref.client_id
+            and torch.equal(local.images, ref.images)
+            and torch.equal(local.labels, ref.labels)
+            and torch.equal(local.group_ids, ref.group_ids)
+        )
 
 
 def test_strategy_start_matches_the_inprocess_engine(tmp_path, shared_data_dir):
@@ -228,8 +255,13 @@ def test_bad_and_missing_replies_are_rejected_logged_and_never_averaged(tmp_path
     fed = Federation.from_config(cfg, with_clients=False)
     initial = fed.initial_state().weights
     plan = {
-        (1, 1): "nan", (1, 2): "dtype", (1, 3): "shape",  # round 1: only client 0 (mnist) is valid
-        (2, 0): "missing-key", (2, 1): "extra-key", (2, 2): "error", (2, 3): "silent",  # round 2: nothing valid
+        (1, 1): "nan",
+        (1, 2): "dtype",
+        (1, 3): "shape",  # round 1: only client 0 (mnist) is valid
+        (2, 0): "missing-key",
+        (2, 1): "extra-key",
+        (2, 2): "error",
+        (2, 3): "silent",  # round 2: nothing valid
         (3, 1): "unreadable",
     }
     grid = FakeGrid(cfg, None, tamper=_tamper_by_round(plan))
@@ -260,7 +292,13 @@ def test_a_client_without_a_node_is_missing_and_its_group_branch_kept(tmp_path, 
     fed = Federation.from_config(cfg, with_clients=False)
     grid = FakeGrid(cfg, None, clients=[0, 1])  # nobody serves the fashion clients
     strategy = GroupFedAvg(fed, NodeDirectory(grid, fed, poll_interval=0.01))
-    state = train(cfg, run, progress=False, federation=fed, dispatch=FlowerDispatcher(grid, strategy, 1.0, 0.05, run.path / "flower"))
+    state = train(
+        cfg,
+        run,
+        progress=False,
+        federation=fed,
+        dispatch=FlowerDispatcher(grid, strategy, 1.0, 0.05, run.path / "flower"),
+    )
     (round1,) = [m for m in run.metrics() if m["type"] == "round"]
     assert round1["clients"] == [0, 1] and round1["missing"] == [2, 3]
     initial = fed.initial_state().weights
@@ -308,7 +346,10 @@ def test_flower_engines_refuse_client_state_configs_before_writing(tmp_path, sha
             check_flower_config(tiny_config(shared_data_dir, **sections))
     config = tmp_path / "keep.yaml"
     config.write_text(f"extends: {REPO / 'configs/mixed_mnist/quick.yaml'}\nfederation: {{client_optimizer: keep}}\n")
-    assert cli_main(["train", "--config", str(config), "--engine", "flower-sim", "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert (
+        cli_main(["train", "--config", str(config), "--engine", "flower-sim", "--runs-dir", str(tmp_path / "runs")])
+        == 2
+    )
     assert not (tmp_path / "runs").exists()
 
 
@@ -360,12 +401,18 @@ def test_flower_simulation_is_bit_identical_to_inprocess(tmp_path, reference):
     """`--engine flower-sim`: a simulation SuperLink, Ray, `flwr run`, all started and stopped here."""
     run = RunDir.create(tmp_path, reference.cfg, "flower-sim")
     procs = ProcessSet()
-    state = train_with_flower(reference.cfg, run, "flower-sim", max_rounds=2, options=FlowerOptions(echo=False), processes=procs)
+    state = train_with_flower(
+        reference.cfg, run, "flower-sim", max_rounds=2, options=FlowerOptions(echo=False), processes=procs
+    )
     _assert_no_survivors(procs, run.path / "flower")
     assert state.round == 2 and weights_equal(state.weights, reference.two)
-    assert rounds_of(run) == rounds_of(reference.run)[:2] and client_lines(run) == client_lines(reference.run)[: 2 + 3]  # rounds 1-2: 2 + 3 clients
+    assert (
+        rounds_of(run) == rounds_of(reference.run)[:2] and client_lines(run) == client_lines(reference.run)[: 2 + 3]
+    )  # rounds 1-2: 2 + 3 clients
     assert json.loads(run.status_path.read_text())["state"] == "stopped"  # resumable, like --max-rounds in-process
-    assert sorted(p.name for p in run.images_dir.iterdir()) == sorted(p.name for p in reference.run.images_dir.iterdir())
+    assert sorted(p.name for p in run.images_dir.iterdir()) == sorted(
+        p.name for p in reference.run.images_dir.iterdir()
+    )
     assert (run.path / "flower" / "home" / "config.toml").is_file()  # FLWR_HOME inside the run folder
     assert sorted(json.loads((run.path / "flower" / "nodes.json").read_text())) == ["0", "1", "2"]
 
@@ -419,7 +466,9 @@ def test_deployment_over_tls_with_node_auth_resumes_and_survives_a_dead_node(tmp
     _assert_no_survivors(dep.procs, tmp_path / "deployment", run.path / "flower")
 
     assert intruder.popen.returncode not in (0, None) and "Failed to activate SuperNode" in intruder.log_tail()
-    assert plain.popen.returncode not in (0, None) and "Exit Code: 303" not in plain.log_tail()  # connection failed (303: a local config error)
+    assert (
+        plain.popen.returncode not in (0, None) and "Exit Code: 303" not in plain.log_tail()
+    )  # connection failed (303: a local config error)
     assert weights_equal(after_round_2["state"].weights, reference.two)
     assert final.round == 3 and weights_equal(final.weights, reference.three)
     assert rounds_of(run) == rounds_of(reference.run) and client_lines(run) == client_lines(reference.run)
@@ -427,7 +476,9 @@ def test_deployment_over_tls_with_node_auth_resumes_and_survives_a_dead_node(tmp
     assert exchanges[2]["participants"] == [1, 2] and exchanges[2]["replied"] == [1]
     assert exchanges[2]["timed_out"] + exchanges[2]["no_node"] + [e["client"] for e in exchanges[2]["errors"]] == [2]
     fashion = [k for k in final.weights if k.startswith("branches.1.")]
-    assert fashion and all(torch.equal(final.weights[k], reference.two[k]) for k in fashion)  # its only client sent nothing
+    assert fashion and all(
+        torch.equal(final.weights[k], reference.two[k]) for k in fashion
+    )  # its only client sent nothing
     log = (run.path / "flower" / "serverapp.log").read_text()
     assert "3 SuperNode(s) of the previous ServerApp still online" in log  # the restarted ServerApp asked no one again
     assert json.loads(run.status_path.read_text())["state"] == "finished"
@@ -440,10 +491,21 @@ def test_flower_commands_parse_and_write_certificates_and_keys(tmp_path, capsys)
     from fissionvae.federation.flower import cli as flower_cli
 
     parser = build_parser()
-    args = parser.parse_args(["flower", "supernode", "--superlink", "10.0.0.5:8000", "--group", "fashion", "--partition", "3", "--insecure"])
-    assert args.func is flower_cli.cmd_supernode and args.group == "fashion" and args.partition == 3 and args.port == 9094
-    args = parser.parse_args(["train", "--config", "x.yaml", "--engine", "flower", "--superlink", "127.0.0.1:8000", "--round-timeout", "60"])
-    assert args.engine == "flower" and args.superlink == "127.0.0.1:8000" and args.round_timeout == 60.0 and args.node_wait is None
+    args = parser.parse_args(
+        ["flower", "supernode", "--superlink", "10.0.0.5:8000", "--group", "fashion", "--partition", "3", "--insecure"]
+    )
+    assert (
+        args.func is flower_cli.cmd_supernode and args.group == "fashion" and args.partition == 3 and args.port == 9094
+    )
+    args = parser.parse_args(
+        ["train", "--config", "x.yaml", "--engine", "flower", "--superlink", "127.0.0.1:8000", "--round-timeout", "60"]
+    )
+    assert (
+        args.engine == "flower"
+        and args.superlink == "127.0.0.1:8000"
+        and args.round_timeout == 60.0
+        and args.node_wait is None
+    )
     assert parser.parse_args(["train", "--config", "x.yaml"]).engine == "inprocess"
 
     assert cli_main(["flower", "certs", "--out", str(tmp_path / "c"), "--host", "127.0.0.1"]) == 0

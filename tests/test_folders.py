@@ -63,7 +63,14 @@ def test_loader_converts_crops_resizes_and_names_skipped_files(tmp_path):
     with pytest.warns(SkippedFilesWarning, match=r"skipped 2 of 8 file\(s\).*cats/broken.jpg.*notes.txt"):
         got = load_image_folder(root, size=8, resample="box")
     assert got.images.shape == (6, 3, 8, 8) and got.images.dtype == np.uint8
-    assert got.files == ("cats/photo.jpg", "cats/wide.png", "dogs/deep/opaque.webp", "dogs/grey.png", "dogs/transparent.png", "top.bmp")
+    assert got.files == (
+        "cats/photo.jpg",
+        "cats/wide.png",
+        "dogs/deep/opaque.webp",
+        "dogs/grey.png",
+        "dogs/transparent.png",
+        "top.bmp",
+    )
     assert got.classes == ("", "cats", "dogs", "dogs/deep") and got.labels.tolist() == [1, 1, 3, 2, 2, 0]
     assert [s[0] for s in got.skipped] == ["cats/broken.jpg", "notes.txt"]
     img = dict(zip(got.files, got.images))
@@ -120,14 +127,21 @@ def test_folder_groups_in_a_run_config(tmp_path, monkeypatch):
     for i in range(10):
         save(tmp_path / "g2" / f"{i}.jpg", noise(30, 30, 100 + i), "JPEG")
     monkeypatch.chdir(tmp_path)
-    raw = {"data": {"groups": [folder_group("one", Path("g1/train"), Path("g1/test"), size=16), folder_group("two", Path("g2"), size=16, test_fraction=0.3)]}}
+    raw = {
+        "data": {
+            "groups": [
+                folder_group("one", Path("g1/train"), Path("g1/test"), size=16),
+                folder_group("two", Path("g2"), size=16, test_fraction=0.3),
+            ]
+        }
+    }
     cfg = load_config(raw=raw)
     assert cfg.data.groups[0].folder.train == str(tmp_path / "g1" / "train")  # absolute once loaded
     one, two = load_groups(cfg)
     assert one.train_images.shape == (12, 3, 16, 16) and one.test_images.shape == (6, 3, 16, 16)
     assert one.train_labels.tolist() == [0] * 6 + [1] * 6 and one.test_labels.tolist() == [0] * 3 + [1] * 3
     assert two.train_images.shape == (7, 3, 16, 16) and two.test_images.shape == (3, 3, 16, 16)  # held out: 30%
-    assert 0.0 <= float(two.train_images.min()) and float(two.train_images.max()) <= 1.0
+    assert float(two.train_images.min()) >= 0.0 and float(two.train_images.max()) <= 1.0
     with pytest.raises(ConfigError, match="folder: set it exactly when dataset is 'folder'"):
         load_config(raw={"data": {"groups": [{"name": "x", "dataset": "folder"}]}})
     with pytest.raises(ConfigError, match="same image shape"):
@@ -148,7 +162,11 @@ def charm_sources(root: Path, n: int = 14) -> dict[str, Path]:
     (src["anime"] / "README.txt").write_text("junk")
     src["celeba-hq"] = root / "celeba_hq"
     for i in range(n):
-        save(src["celeba-hq"] / ("train" if i % 3 else "val") / ("female" if i % 2 else "male") / f"{i:06d}.jpg", noise(40, 40, 50 + i), "JPEG")
+        save(
+            src["celeba-hq"] / ("train" if i % 3 else "val") / ("female" if i % 2 else "male") / f"{i:06d}.jpg",
+            noise(40, 40, 50 + i),
+            "JPEG",
+        )
     for name, cols in (("awa2", ("FILE_NAME", "CATEGORY")), ("marvel", ("file", "vessel"))):
         folder = root / f"{name}_Extended" / name.upper()
         src[name] = root / f"{name}_Extended"  # labels.csv one level down
@@ -173,7 +191,9 @@ def test_charm_builder_counts_layouts_and_disjoint_seeded_splits(tmp_path):
         warnings.simplefilter("always")
         summary = build_charm(src, tmp_path / "a", seed=0, n_train=10, n_test=4, size=16, progress=False)
     # all 14 images are needed, so every file is visited: junk is named, never silently used
-    assert any("README.txt" in str(w.message) for w in caught) and any("x_corrupt.jpg" in str(w.message) for w in caught)
+    assert any("README.txt" in str(w.message) for w in caught) and any(
+        "x_corrupt.jpg" in str(w.message) for w in caught
+    )
     assert set(summary["groups"]) == {"anime", "celeba-hq", "awa2", "eurosat", "marvel"}
     for name in summary["groups"]:
         m = json.loads((tmp_path / "a" / name / "manifest.json").read_text())
@@ -188,10 +208,21 @@ def test_charm_builder_counts_layouts_and_disjoint_seeded_splits(tmp_path):
     # the same seed draws the same images; another seed others
     for out, seed, workers in (("b", 0, 0), ("c", 1, 0), ("d", 0, 2)):
         with pytest.warns(SkippedFilesWarning):
-            build_charm({"eurosat": src["eurosat"]}, tmp_path / out, seed=seed, n_train=10, n_test=4, size=16, workers=workers, progress=False)
+            build_charm(
+                {"eurosat": src["eurosat"]},
+                tmp_path / out,
+                seed=seed,
+                n_train=10,
+                n_test=4,
+                size=16,
+                workers=workers,
+                progress=False,
+            )
     images = lambda out: json.loads((tmp_path / out / "eurosat" / "manifest.json").read_text())["images"]  # noqa: E731
     assert images("a") == images("b") == images("d") and images("a") != images("c")  # decoding processes change nothing
-    png = lambda out: sorted((p.relative_to(tmp_path / out), p.read_bytes()) for p in (tmp_path / out / "eurosat").rglob("*.png"))  # noqa: E731
+    png = lambda out: sorted(
+        (p.relative_to(tmp_path / out), p.read_bytes()) for p in (tmp_path / out / "eurosat").rglob("*.png")
+    )  # noqa: E731
     assert png("b") == png("d")
 
 
@@ -201,7 +232,21 @@ def test_charm_builder_errors_and_cli(tmp_path, capsys):
         build_charm({"anime": src["anime"]}, tmp_path / "out", n_train=8, n_test=4, progress=False)
     with pytest.raises(CharmError, match="does not exist"):
         build_charm({"anime": tmp_path / "missing"}, tmp_path / "out", progress=False)
-    args = ["data", "charm", "--awa2", str(src["awa2"]), "--out", str(tmp_path / "out"), "--train-per-group", "3", "--test-per-group", "2", "--size", "8", "--no-progress"]
+    args = [
+        "data",
+        "charm",
+        "--awa2",
+        str(src["awa2"]),
+        "--out",
+        str(tmp_path / "out"),
+        "--train-per-group",
+        "3",
+        "--test-per-group",
+        "2",
+        "--size",
+        "8",
+        "--no-progress",
+    ]
     assert main(args) == 0
     assert "awa2" in capsys.readouterr().out and (tmp_path / "out" / "charm.json").is_file()
     assert main(args) == 2  # exists: refused
@@ -215,22 +260,44 @@ def test_charm_configs_point_at_the_builder_layout():
     raw = yaml.safe_load((REPO / "configs" / "charm" / "_federation.yaml").read_text())  # shared by the VAEs and FedGAN
     groups = raw["data"]["groups"]
     assert [g["name"] for g in groups] == ["anime", "celeba-hq", "awa2", "eurosat", "marvel"]
-    assert all(g["folder"]["train"] == f"data/charm/{g['name']}/train" and g["folder"]["test"] == f"data/charm/{g['name']}/test" for g in groups)
+    assert all(
+        g["folder"]["train"] == f"data/charm/{g['name']}/train"
+        and g["folder"]["test"] == f"data/charm/{g['name']}/test"
+        for g in groups
+    )
 
 
 def test_charm_fedgan_trains_on_a_built_charm_folder(tmp_path, monkeypatch):
     """configs/charm/fedgan.yaml as shipped (relative data/charm/... folders, 32x32 RGB DCGAN), on
     generated sources built by the CHARM builder, shrunk to one client per group and two rounds."""
+    from tests.helpers import REPO
+
     from fissionvae.federation.engine import train
     from fissionvae.runs import RunDir
-    from tests.helpers import REPO
 
     monkeypatch.chdir(tmp_path)
     with pytest.warns(SkippedFilesWarning):  # the generated sources hold junk files on purpose
-        build_charm(charm_sources(tmp_path / "src", n=10), tmp_path / "data" / "charm", n_train=6, n_test=3, size=32, progress=False)
+        build_charm(
+            charm_sources(tmp_path / "src", n=10),
+            tmp_path / "data" / "charm",
+            n_train=6,
+            n_test=3,
+            size=32,
+            progress=False,
+        )
     small = [f"data.groups.{i}.clients=1" for i in range(5)]
-    cfg = load_config(REPO / "configs" / "charm" / "fedgan.yaml", [*small, "federation.participation=1.0", "train.rounds=2", "train.local_steps=2",
-                                                                   "eval.test_per_group=3", "eval.grid_size=10", "eval.recon_per_group=2"])
+    cfg = load_config(
+        REPO / "configs" / "charm" / "fedgan.yaml",
+        [
+            *small,
+            "federation.participation=1.0",
+            "train.rounds=2",
+            "train.local_steps=2",
+            "eval.test_per_group=3",
+            "eval.grid_size=10",
+            "eval.recon_per_group=2",
+        ],
+    )
     groups = load_groups(cfg)
     assert [g.name for g in groups] == ["anime", "celeba-hq", "awa2", "eurosat", "marvel"]
     assert all(g.train_images.shape[1:] == (3, 32, 32) for g in groups)

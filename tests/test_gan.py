@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from tests.helpers import REPO, tiny_config
 
 from fissionvae.config import ConfigError, ModelConfig, load_config
 from fissionvae.data.federated import load_groups
@@ -36,7 +37,6 @@ from fissionvae.federation.engine import (
 )
 from fissionvae.models.gan import DCGAN
 from fissionvae.runs import RunDir
-from tests.helpers import REPO, tiny_config
 
 VAE_DEFAULTS = {k: v for k, v in dataclasses.asdict(ModelConfig()).items() if k != "gan"}
 
@@ -56,7 +56,11 @@ def weights_equal(a, b):
 
 def test_model_kind_switch_is_strict():
     cfg = load_config(REPO / "configs/mixed_mnist/fedgan.yaml")
-    assert cfg.model.kind == "dcgan" and cfg.model.gan.noise_dim == 100 and (cfg.model.gan.beta1, cfg.model.gan.beta2) == (0.5, 0.999)
+    assert (
+        cfg.model.kind == "dcgan"
+        and cfg.model.gan.noise_dim == 100
+        and (cfg.model.gan.beta1, cfg.model.gan.beta2) == (0.5, 0.999)
+    )
     assert (cfg.train.rounds, cfg.train.local_epochs, cfg.train.batch_size, cfg.train.lr) == (70, 5, 32, 2e-4)
     assert cfg.federation.participation == 0.5 and sum(g.clients for g in cfg.data.groups) == 20
     assert load_config(REPO / "configs/mixed_mnist/fedgan.yaml", ["mode=centralized"]).effective_rounds == 70
@@ -95,17 +99,21 @@ def test_local_steps_span_reshuffled_passes():
     assert sorted(torch.cat(batches[:3]).tolist()) == list(range(10))
     assert local_images(10, spec) == sum(len(b) for b in batches) == 18
     epochs = dataclasses.replace(spec, steps=None, epochs=2)
-    assert [len(b) for b in minibatches(10, epochs, torch.Generator())] == [4, 4, 2] * 2 and local_images(10, epochs) == 20
+    assert [len(b) for b in minibatches(10, epochs, torch.Generator())] == [4, 4, 2] * 2 and local_images(
+        10, epochs
+    ) == 20
 
 
 # --------------------------------------------------------------------------- federation
 
 
 def test_fedgan_round_averages_both_networks_by_sample_count(shared_data_dir, monkeypatch):
-    sizes = {"groups": [
-        {"name": "mnist", "dataset": "mnist", "clients": 2, "train_size": 300, "test_size": 50},
-        {"name": "fashion", "dataset": "fashion-mnist", "clients": 2, "train_size": 500, "test_size": 50},
-    ]}
+    sizes = {
+        "groups": [
+            {"name": "mnist", "dataset": "mnist", "clients": 2, "train_size": 300, "test_size": 50},
+            {"name": "fashion", "dataset": "fashion-mnist", "clients": 2, "train_size": 500, "test_size": 50},
+        ]
+    }
     cfg = gan_config(shared_data_dir, data=sizes, federation={"participation": 1.0}, train={"local_steps": 2})
     fed = Federation.from_config(cfg)
     start = fed.initial_state().weights
@@ -122,7 +130,9 @@ def test_fedgan_round_averages_both_networks_by_sample_count(shared_data_dir, mo
             assert torch.allclose(outcome.weights[key].double(), expected, atol=1e-6), key
         else:  # BatchNorm's num_batches_tracked: the maximum over senders (2 steps; D sees 3 batches a step)
             assert outcome.weights[key] == max(r.weights[key] for r in results)
-    changed = {k.split(".")[0] for k in start if start[k].is_floating_point() and not torch.equal(start[k], outcome.weights[k])}
+    changed = {
+        k.split(".")[0] for k in start if start[k].is_floating_point() and not torch.equal(start[k], outcome.weights[k])
+    }
     assert changed == {"generator", "discriminator"}
 
 
@@ -152,12 +162,20 @@ def test_resume_is_bit_identical(tmp_path, shared_data_dir, optimizer):
 
 @pytest.fixture(scope="module")
 def gan_run(tmp_path_factory, shared_data_dir):
-    data = {"groups": [
-        {"name": "mnist", "dataset": "mnist", "clients": 1, "train_size": 1200, "test_size": 25},
-        {"name": "fashion", "dataset": "fashion-mnist", "clients": 1, "train_size": 1200, "test_size": 25},
-    ]}
+    data = {
+        "groups": [
+            {"name": "mnist", "dataset": "mnist", "clients": 1, "train_size": 1200, "test_size": 25},
+            {"name": "fashion", "dataset": "fashion-mnist", "clients": 1, "train_size": 1200, "test_size": 25},
+        ]
+    }
     # about 16 CPU-seconds: 4 rounds of FedAvg over one client per group, 100 local steps each
-    cfg = gan_config(shared_data_dir, data=data, federation={"participation": 1.0}, train={"rounds": 4, "local_steps": 100}, eval={"test_per_group": 25})
+    cfg = gan_config(
+        shared_data_dir,
+        data=data,
+        federation={"participation": 1.0},
+        train={"rounds": 4, "local_steps": 100},
+        eval={"test_per_group": 25},
+    )
     run = RunDir.create(tmp_path_factory.mktemp("gan"), cfg, "fedgan")
     train(cfg, run, progress=False)
     return run
@@ -170,8 +188,10 @@ def test_short_run_discriminator_stays_bounded(gan_run):
         for key in ("train/d_loss", "test/d_loss", "train/g_loss", "test/g_loss"):
             assert math.isfinite(m[key]) and 0 < m[key] < 5, (m["round"], key, m[key])  # log 4 = 1.39 at equilibrium
         assert 0 < m["test/d_fake"] < 1 and 0 < m["test/d_real"] < 1
-    assert all(0 < m["test/sample_nn_rms"] and 0 < m["test/real_nn_rms"] for m in rounds)
-    assert (gan_run.images_dir / "samples.png").stat().st_size > 1000 and (gan_run.plots_dir / "loss.png").stat().st_size > 1000
+    assert all(m["test/sample_nn_rms"] > 0 and m["test/real_nn_rms"] > 0 for m in rounds)
+    assert (gan_run.images_dir / "samples.png").stat().st_size > 1000 and (
+        gan_run.plots_dir / "loss.png"
+    ).stat().st_size > 1000
 
 
 def test_evaluate_gan_run_fid_beats_uniform_noise(gan_run, isolated_cache):
@@ -183,7 +203,11 @@ def test_evaluate_gan_run_fid_beats_uniform_noise(gan_run, isolated_cache):
     pool = saved["classifier"]["pool"]
     assert pool["classes"] == 20 and sum(pool["group_share"].values()) == pytest.approx(1.0)
     assert isinstance(saved["collapse"]["collapsed"], bool) and 0 <= saved["collapse"]["near_duplicates"]["share"] <= 1
-    assert sorted(saved["pictures"]) == ["samples_fashion_16x16.png", "samples_mnist_16x16.png", "tsne_real_vs_generated.png"]
+    assert sorted(saved["pictures"]) == [
+        "samples_fashion_16x16.png",
+        "samples_mnist_16x16.png",
+        "tsne_real_vs_generated.png",
+    ]
     assert any(line.startswith("NLL: skipped") for line in summary_lines(result))
 
     # the same real statistics (cached by the evaluation) against as many uniform-noise images
@@ -191,7 +215,9 @@ def test_evaluate_gan_run_fid_beats_uniform_noise(gan_run, isolated_cache):
     extractor = InceptionFeatures(isolated_cache, progress=False)
     cache = StatsCache()
     groups = load_groups(cfg)
-    real = pooled_stats([cache.load(f"{g.dataset}-test", cache.key(to_uint8(g.test_images), extractor.identity)) for g in groups])
+    real = pooled_stats(
+        [cache.load(f"{g.dataset}-test", cache.key(to_uint8(g.test_images), extractor.identity)) for g in groups]
+    )
     noise = torch.rand(50, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     noise_fid = fid_from_stats(real, feature_stats(extractor(to_uint8(noise)).astype(np.float64)))
     assert result["fid"]["overall"] < 0.8 * noise_fid, (result["fid"]["overall"], noise_fid)
@@ -200,16 +226,26 @@ def test_evaluate_gan_run_fid_beats_uniform_noise(gan_run, isolated_cache):
     assert "FedGAN (DCGAN)" in md and "paper 118.52" in md and "(no likelihood)" in md
 
     # --test-size: a seeded test subset per group as the evaluation set, flagged as reduced
-    sub = evaluate_run(gan_run.path, EvalOptions(fid=False, tsne=False, test_size=10, num_samples=20, result_name="eval-subset", progress=False))
+    sub = evaluate_run(
+        gan_run.path,
+        EvalOptions(fid=False, tsne=False, test_size=10, num_samples=20, result_name="eval-subset", progress=False),
+    )
     assert sub["reduced"] and sub["test_size"] == 10 and sub["eval_images"] == 20 and "fid" not in sub
-    assert (gan_run.path / "eval-subset.json").is_file() and json.loads((gan_run.path / "eval.json").read_text())["num_samples"] == 50
+    assert (gan_run.path / "eval-subset.json").is_file() and json.loads((gan_run.path / "eval.json").read_text())[
+        "num_samples"
+    ] == 50
 
 
 def test_collapse_measures_flag_copies_not_real_images(shared_data_dir):
-    cfg = tiny_config(shared_data_dir, data={"groups": [
-        {"name": "mnist", "dataset": "mnist", "clients": 1, "train_size": 10, "test_size": 600},
-        {"name": "fashion", "dataset": "fashion-mnist", "clients": 1, "train_size": 10, "test_size": 600},
-    ]})
+    cfg = tiny_config(
+        shared_data_dir,
+        data={
+            "groups": [
+                {"name": "mnist", "dataset": "mnist", "clients": 1, "train_size": 10, "test_size": 600},
+                {"name": "fashion", "dataset": "fashion-mnist", "clients": 1, "train_size": 10, "test_size": 600},
+            ]
+        },
+    )
     groups = load_groups(cfg)
     real = [to_uint8(g.test_images) for g in groups]
     halves = [r[300:] for r in real]  # held-out real images as "samples"

@@ -2,10 +2,10 @@ import math
 
 import pytest
 import torch
+from tests.helpers import tiny_config
 
 from fissionvae.evaluation.nll import iw_nll, nll_report, per_dim, pooled
 from fissionvae.models.vae import build_model
-from tests.helpers import tiny_config
 
 
 def test_bits_per_dim_conversion():
@@ -13,7 +13,9 @@ def test_bits_per_dim_conversion():
     assert r["nats_per_dim"] == pytest.approx(math.log(2)) and r["bits_per_dim"] == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("model", [{"hierarchical": False}, {"hierarchical": True}, {"hierarchical": True, "prior": "learnable"}])
+@pytest.mark.parametrize(
+    "model", [{"hierarchical": False}, {"hierarchical": True}, {"hierarchical": True, "prior": "learnable"}]
+)
 def test_iw_bound_is_tighter_than_the_elbo_and_k1_matches_elbo(tmp_path, model):
     m = build_model(tiny_config(tmp_path, model=model)).eval()
     x = torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(0))
@@ -29,4 +31,8 @@ def test_pooled_weights_by_images():
     a = {"images": 1, "neg_elbo": per_dim(10.0, 10), "iw": per_dim(8.0, 10) | {"k": 5}}
     b = {"images": 3, "neg_elbo": per_dim(20.0, 10), "iw": per_dim(16.0, 10) | {"k": 5}}
     p = pooled([a, b])
-    assert p["images"] == 4 and p["neg_elbo"]["nats_per_image"] == pytest.approx(17.5) and p["iw"]["nats_per_dim"] == pytest.approx(1.4)
+    assert (
+        p["images"] == 4
+        and p["neg_elbo"]["nats_per_image"] == pytest.approx(17.5)
+        and p["iw"]["nats_per_dim"] == pytest.approx(1.4)
+    )

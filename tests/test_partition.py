@@ -1,9 +1,9 @@
 import numpy as np
 import torch
+from tests.helpers import tiny_config
 
 from fissionvae.data.federated import GroupData, build_clients, iid_partition, seeded_subset
 from fissionvae.federation.sampling import sample_participants
-from tests.helpers import tiny_config
 
 
 def test_iid_partition_disjoint_complete_even_and_seeded():
@@ -35,7 +35,14 @@ def test_participation_is_a_function_of_seed_and_round():
 
 def fake_groups():
     def g(name, n, value):
-        return GroupData(name, "mnist", torch.full((n, 1, 28, 28), value), torch.arange(n) % 10, torch.zeros(5, 1, 28, 28), torch.zeros(5, dtype=torch.int64))
+        return GroupData(
+            name,
+            "mnist",
+            torch.full((n, 1, 28, 28), value),
+            torch.arange(n) % 10,
+            torch.zeros(5, 1, 28, 28),
+            torch.zeros(5, dtype=torch.int64),
+        )
 
     return [g("mnist", 400, 0.1), g("fashion", 400, 0.9)]
 

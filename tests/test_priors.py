@@ -2,10 +2,10 @@ import math
 
 import pytest
 import torch
+from tests.helpers import tiny_config
 
 from fissionvae.config import ConfigError
 from fissionvae.models.priors import prior_means
-from tests.helpers import tiny_config
 
 
 def test_identical_is_zero():
@@ -26,7 +26,11 @@ def test_symmetrical_two_and_five_groups():
 
 
 def test_random_is_seeded_standard_normal():
-    a, b, c = prior_means("random", 5, 16, seed=1), prior_means("random", 5, 16, seed=1), prior_means("random", 5, 16, seed=2)
+    a, b, c = (
+        prior_means("random", 5, 16, seed=1),
+        prior_means("random", 5, 16, seed=1),
+        prior_means("random", 5, 16, seed=2),
+    )
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert torch.equal(a, torch.randn(5, 16, generator=torch.Generator().manual_seed(1)))
     big = prior_means("random", 100, 100, seed=0)

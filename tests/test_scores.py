@@ -53,16 +53,14 @@ def _layout(sizes: tuple[int, ...] = (10, 10)) -> DomainClassifier:
     """A classifier shell with the class layout of groups of the given sizes."""
     offsets = tuple(int(x) for x in np.cumsum((0,) + sizes[:-1]))
     module = build_domain_cnn(1, 28, sum(sizes))
-    return DomainClassifier(module, tuple(f"g{i}" for i in range(len(sizes))), offsets,
-                            sum(sizes), 1, 28)
+    return DomainClassifier(module, tuple(f"g{i}" for i in range(len(sizes))), offsets, sum(sizes), 1, 28)
 
 
 @pytest.fixture(scope="module")
 def quick_classifier() -> tuple[DomainClassifier, float]:
     """A classifier trained for one epoch on N_TRAIN images per group, and its train time."""
     start = time.perf_counter()
-    model = train_domain_classifier(_groups("train", N_TRAIN), epochs=1, seed=0, batch_size=64,
-                                    progress=False)
+    model = train_domain_classifier(_groups("train", N_TRAIN), epochs=1, seed=0, batch_size=64, progress=False)
     return model, time.perf_counter() - start
 
 
@@ -178,12 +176,10 @@ def test_quick_classifier_accuracy(quick_classifier: tuple[DomainClassifier, flo
     assert fashion["purity"] > 0.97 and fashion["coverage_entropy_normalised"] > 0.95
 
 
-def test_real_data_scores_high_inception_score(
-        quick_classifier: tuple[DomainClassifier, float]) -> None:
+def test_real_data_scores_high_inception_score(quick_classifier: tuple[DomainClassifier, float]) -> None:
     model, _ = quick_classifier
     test = _groups("test", N_TEST)
-    mixed = np.concatenate([test[0][1], test[1][1]])[np.random.default_rng(0).permutation(
-        2 * N_TEST)]
+    mixed = np.concatenate([test[0][1], test[1][1]])[np.random.default_rng(0).permutation(2 * N_TEST)]
     mean, _ = inception_score(model.logits(mixed))
     assert 9.0 < mean <= 20.0  # measured 11.6; a fully trained classifier gives about 17
 
@@ -193,17 +189,14 @@ def test_training_is_deterministic_given_seed() -> None:
     first = train_domain_classifier(groups, epochs=1, seed=3, batch_size=64, progress=False)
     second = train_domain_classifier(groups, epochs=1, seed=3, batch_size=64, progress=False)
     other = train_domain_classifier(groups, epochs=1, seed=4, batch_size=64, progress=False)
-    for a, b in zip(first.module.state_dict().values(), second.module.state_dict().values(),
-                    strict=True):
+    for a, b in zip(first.module.state_dict().values(), second.module.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert not torch.equal(first.module[0].weight, other.module[0].weight)
 
 
-def test_load_or_train_caches_by_data_and_hyperparameters(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_load_or_train_caches_by_data_and_hyperparameters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     groups = _groups("train", 200)
-    trained = load_or_train(groups, epochs=1, seed=0, batch_size=64, cache_dir=tmp_path,
-                            progress=False)
+    trained = load_or_train(groups, epochs=1, seed=0, batch_size=64, cache_dir=tmp_path, progress=False)
 
     def no_training(*args: object, **kwargs: object) -> DomainClassifier:
         raise AssertionError("should have been loaded from the cache")
@@ -223,8 +216,10 @@ def test_load_or_train_caches_by_data_and_hyperparameters(
 
 def test_classifier_handles_rgb_32() -> None:
     rng = np.random.default_rng(5)
-    groups = [("a", rng.integers(0, 256, (64, 3, 32, 32), dtype=np.uint8), rng.integers(0, 4, 64)),
-              ("b", rng.random((64, 3, 32, 32), dtype=np.float32), rng.integers(0, 3, 64))]
+    groups = [
+        ("a", rng.integers(0, 256, (64, 3, 32, 32), dtype=np.uint8), rng.integers(0, 4, 64)),
+        ("b", rng.random((64, 3, 32, 32), dtype=np.float32), rng.integers(0, 3, 64)),
+    ]
     model = train_domain_classifier(groups, epochs=1, seed=0, batch_size=32, progress=False)
     assert (model.in_channels, model.image_size, model.num_classes) == (3, 32, 7)
     assert model.class_offsets == (0, 4) and model.logits(groups[1][1]).shape == (64, 7)

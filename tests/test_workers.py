@@ -5,12 +5,12 @@ import signal
 
 import pytest
 import torch
+from tests.helpers import REPO, tiny_config
 
 from fissionvae.config import ConfigError, load_config
 from fissionvae.federation.engine import Federation, InProcessDispatcher, run_round, train
 from fissionvae.federation.workers import AUTO_MIN_SAMPLES, WorkerError, WorkerPool, resolve_workers
 from fissionvae.runs import RunDir
-from tests.helpers import REPO, tiny_config
 
 TIMING = ("seconds", "samples_per_s")
 
@@ -39,13 +39,17 @@ def same_results(a, b):
     assert [r.client_id for r in a] == [r.client_id for r in b]
     for x, y in zip(a, b):
         assert x.weights.keys() == y.weights.keys() and all(torch.equal(x.weights[k], y.weights[k]) for k in x.weights)
-        assert {k: v for k, v in x.metrics.items() if k not in TIMING} == {k: v for k, v in y.metrics.items() if k not in TIMING}
+        assert {k: v for k, v in x.metrics.items() if k not in TIMING} == {
+            k: v for k, v in y.metrics.items() if k not in TIMING
+        }
 
 
 @pytest.fixture(scope="module")
 def fed(shared_data_dir):
     """A hierarchical tiny federation in which every client trains every round."""
-    return Federation.from_config(tiny_config(shared_data_dir, model={"hierarchical": True}, federation={"participation": 1.0}))
+    return Federation.from_config(
+        tiny_config(shared_data_dir, model={"hierarchical": True}, federation={"participation": 1.0})
+    )
 
 
 def test_two_workers_give_the_in_process_rounds_bit_for_bit_then_fail_cleanly(fed):
@@ -77,7 +81,11 @@ def test_keep_optimizer_run_is_identical_with_one_and_two_workers(tmp_path, shar
     runs = {}
     before = children()
     for n in (1, 2):
-        cfg = tiny_config(shared_data_dir, federation={"client_optimizer": "keep", "workers": n, "participation": 0.75}, train={"rounds": 2})
+        cfg = tiny_config(
+            shared_data_dir,
+            federation={"client_optimizer": "keep", "workers": n, "participation": 0.75},
+            train={"rounds": 2},
+        )
         run = RunDir.create(tmp_path, cfg, f"w{n}")
         runs[n] = (train(cfg, run, progress=False), run.metrics())
     assert children() - before == set()
@@ -88,6 +96,7 @@ def test_keep_optimizer_run_is_identical_with_one_and_two_workers(tmp_path, shar
         other = two.client_states[cid]
         for pid, s in state["state"].items():
             assert all(torch.equal(s[k], other["state"][pid][k]) for k in s)
+
     def strip(ms):
         return [{k: v for k, v in m.items() if k not in TIMING} for m in ms]
 

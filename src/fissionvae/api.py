@@ -12,12 +12,19 @@ from pathlib import Path
 
 from fissionvae.config import ConfigError, RunConfig, apply_overrides, load_config, load_yaml_with_extends, save_config
 from fissionvae.federation.engine import train
+from fissionvae.federation.state import ServerState
 from fissionvae.models.vae import FissionVAE, build_model
 from fissionvae.runs import RunDir
-from fissionvae.federation.state import ServerState
 
 # Settings a resumed run may change: they extend or observe training, never alter its past.
-RESUMABLE_OVERRIDES = ("train.rounds", "train.centralized_epochs", "train.device", "federation.threads", "data.dir", "data.download")
+RESUMABLE_OVERRIDES = (
+    "train.rounds",
+    "train.centralized_epochs",
+    "train.device",
+    "federation.threads",
+    "data.dir",
+    "data.download",
+)
 
 
 def train_from_config(
@@ -41,12 +48,20 @@ def resume_config(run: RunDir, overrides: list[str] | None = None) -> RunConfig:
     for item in overrides or []:
         key = item.split("=", 1)[0].strip()
         if not key.startswith(RESUMABLE_OVERRIDES):
-            raise ConfigError(f"--set {key}: cannot be changed when resuming (allowed: {', '.join(RESUMABLE_OVERRIDES)})")
+            raise ConfigError(
+                f"--set {key}: cannot be changed when resuming (allowed: {', '.join(RESUMABLE_OVERRIDES)})"
+            )
     raw = apply_overrides(load_yaml_with_extends(run.config_path), overrides or [])
     return load_config(raw=raw)
 
 
-def resume(run_dir: str | Path, overrides: list[str] | None = None, data_dir: str | Path | None = None, max_rounds: int | None = None, progress: bool = True) -> ServerState:
+def resume(
+    run_dir: str | Path,
+    overrides: list[str] | None = None,
+    data_dir: str | Path | None = None,
+    max_rounds: int | None = None,
+    progress: bool = True,
+) -> ServerState:
     """Continue a run from its last checkpoint (to the same weights as an uninterrupted run)."""
     run = RunDir.open(run_dir)
     cfg = resume_config(run, overrides)

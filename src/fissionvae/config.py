@@ -318,11 +318,15 @@ def _set_dotted(tree: dict, key: str, value: Any) -> None:
 
 def _list_index(node: list, part: str, parts: list[str], i: int) -> int:
     if not part.isdigit() or int(part) >= len(node):
-        raise ConfigError(f"--set {'.'.join(parts)}: {'.'.join(parts[:i + 1])} is not an index of a {len(node)}-item list")
+        raise ConfigError(
+            f"--set {'.'.join(parts)}: {'.'.join(parts[: i + 1])} is not an index of a {len(node)}-item list"
+        )
     return int(part)
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None, raw: dict | None = None) -> RunConfig:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, raw: dict | None = None
+) -> RunConfig:
     """Load, override, type-check and validate a run configuration."""
     base = load_yaml_with_extends(path) if path is not None else copy.deepcopy(raw or {})
     cfg = from_dict(RunConfig, apply_overrides(base, overrides or []))
@@ -365,7 +369,9 @@ def validate(cfg: RunConfig) -> None:
     if cfg.federation.workers < 0:
         raise ConfigError(f"federation.workers: must be >= 0 (0 = auto, 1 = in-process), got {cfg.federation.workers}")
     if cfg.federation.workers > 1 and cfg.train.device != "cpu":
-        raise ConfigError(f"federation.workers: worker processes train on the CPU; use 0 or 1 with train.device {cfg.train.device!r}")
+        raise ConfigError(
+            f"federation.workers: worker processes train on the CPU; use 0 or 1 with train.device {cfg.train.device!r}"
+        )
     _validate_device(cfg.train.device)
     _positive(cfg.eval, "eval", ("test_per_group", "grid_size", "recon_per_group"))
 
@@ -408,7 +414,9 @@ def _validate_group(g: GroupConfig, key: str, cfg: RunConfig) -> None:
     if g.decoder is not None and not cfg.model.decoder_branches:
         raise ConfigError(f"{key}.decoder: a per-group decoder needs model.decoder_branches: true")
     if (g.dataset == "folder") != (g.folder is not None):
-        raise ConfigError(f"{key}.folder: set it exactly when dataset is 'folder' (dataset {g.dataset!r}, folder {'set' if g.folder else 'missing'})")
+        raise ConfigError(
+            f"{key}.folder: set it exactly when dataset is 'folder' (dataset {g.dataset!r}, folder {'set' if g.folder else 'missing'})"
+        )
     if g.folder is not None:
         if g.folder.size < 4:
             raise ConfigError(f"{key}.folder.size: must be >= 4, got {g.folder.size}")

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fissionvae.config import RunConfig, load_config, save_config
-from fissionvae.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 from fissionvae.federation.state import ServerState, load_state, save_state
+from fissionvae.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 
 
 class RunDirError(RuntimeError):

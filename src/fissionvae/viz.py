@@ -57,14 +57,20 @@ def plot_losses(metrics: list[dict], path: str | Path, title: str = "") -> Path:
         if m.get("type") != "round":
             continue
         for key, value in m.items():
-            if key in LOSS_CURVES["train"] or (key.startswith("test/") and key.endswith("/loss")) or key in LOSS_CURVES["test"]:
+            if (
+                key in LOSS_CURVES["train"]
+                or (key.startswith("test/") and key.endswith("/loss"))
+                or key in LOSS_CURVES["test"]
+            ):
                 series[key].append((m["round"], value))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for key in sorted(series):
         xs, ys = zip(*series[key])
         ax = axes[0] if key.startswith("train/") else axes[1]
         ax.plot(xs, ys, label=key, marker="." if len(xs) < 30 else None, linewidth=2.2 if key == "test/loss" else 1.2)
-    _label_round_panels(axes, ("train (this round's participants)", "test (fixed subset per group)"), "nats / image", title)
+    _label_round_panels(
+        axes, ("train (this round's participants)", "test (fixed subset per group)"), "nats / image", title
+    )
     out = save_figure(fig, path)
     plt.close(fig)
     return out

@@ -58,7 +58,13 @@ from fissionvae.data.folders import LOADER_VERSION, SkippedFilesWarning, decode_
 from fissionvae.io import atomic_write_json
 
 #: group name -> how its classes are found ("none", or "auto": Meta-Album labels.csv, else folder names)
-CHARM_GROUPS: dict[str, str] = {"anime": "none", "celeba-hq": "none", "awa2": "auto", "eurosat": "auto", "marvel": "auto"}
+CHARM_GROUPS: dict[str, str] = {
+    "anime": "none",
+    "celeba-hq": "none",
+    "awa2": "auto",
+    "eurosat": "auto",
+    "marvel": "auto",
+}
 TRAIN_PER_GROUP = 20_000
 TEST_PER_GROUP = 5_000
 CHUNK = 512
@@ -80,7 +86,9 @@ def _find_labels_csv(root: Path) -> Path | None:
         return root / "labels.csv"
     found = sorted(p / "labels.csv" for p in root.iterdir() if p.is_dir() and (p / "labels.csv").is_file())
     if len(found) > 1:
-        raise CharmError(f"{root}: several Meta-Album datasets below it ({', '.join(str(f.parent) for f in found)}); point at one")
+        raise CharmError(
+            f"{root}: several Meta-Album datasets below it ({', '.join(str(f.parent) for f in found)}); point at one"
+        )
     return found[0] if found else None
 
 
@@ -127,8 +135,16 @@ def safe_name(label: str) -> str:
 
 
 def draw_group(
-    sources: list[SourceImage], n_train: int, n_test: int, seed: int, group_index: int, size: int, resample: str,
-    workers: int = 0, progress: bool = True, desc: str = "",
+    sources: list[SourceImage],
+    n_train: int,
+    n_test: int,
+    seed: int,
+    group_index: int,
+    size: int,
+    resample: str,
+    workers: int = 0,
+    progress: bool = True,
+    desc: str = "",
 ) -> tuple[list[tuple[SourceImage, np.ndarray]], list[tuple[str, str]]]:
     """Decode sources in seeded order until ``n_train + n_test`` images are good; returns them and the skipped files."""
     order = np.random.default_rng([seed, group_index]).permutation(len(sources))
@@ -155,8 +171,19 @@ def draw_group(
 
 
 def build_group(
-    name: str, source: str | Path, out: Path, group_index: int, *, seed: int = 0, n_train: int = TRAIN_PER_GROUP,
-    n_test: int = TEST_PER_GROUP, size: int = 32, resample: str = "bicubic", workers: int = 0, force: bool = False, progress: bool = True,
+    name: str,
+    source: str | Path,
+    out: Path,
+    group_index: int,
+    *,
+    seed: int = 0,
+    n_train: int = TRAIN_PER_GROUP,
+    n_test: int = TEST_PER_GROUP,
+    size: int = 32,
+    resample: str = "bicubic",
+    workers: int = 0,
+    force: bool = False,
+    progress: bool = True,
 ) -> dict:
     """Draw and write one CHARM group; returns its manifest."""
     target = out / name
@@ -164,10 +191,16 @@ def build_group(
         raise CharmError(f"{target} exists and is not empty; remove it or pass --force")
     sources = scan_source(source, CHARM_GROUPS.get(name, "auto"))
     if len(sources) < n_train + n_test:
-        raise CharmError(f"group {name!r}: {source} holds {len(sources)} file(s); {n_train} training + {n_test} evaluation images are needed")
-    good, skipped = draw_group(sources, n_train, n_test, seed, group_index, size, resample, workers, progress, desc=f"CHARM {name}")
+        raise CharmError(
+            f"group {name!r}: {source} holds {len(sources)} file(s); {n_train} training + {n_test} evaluation images are needed"
+        )
+    good, skipped = draw_group(
+        sources, n_train, n_test, seed, group_index, size, resample, workers, progress, desc=f"CHARM {name}"
+    )
     if len(good) < n_train + n_test:
-        raise CharmError(f"group {name!r}: only {len(good)} readable image(s) in {source} ({len(skipped)} skipped); {n_train + n_test} needed")
+        raise CharmError(
+            f"group {name!r}: only {len(good)} readable image(s) in {source} ({len(skipped)} skipped); {n_train + n_test} needed"
+        )
     if skipped:
         warnings.warn(skipped_message(source, skipped, len(good) + len(skipped)), SkippedFilesWarning, stacklevel=2)
     has_classes = any(src.label for src, _ in good)
@@ -181,10 +214,19 @@ def build_group(
         Image.fromarray(arr.transpose(1, 2, 0)).save(tmp / rel, format="PNG")
         records.append({"split": split, "file": rel, "source": src.rel, "class": src.label})
     manifest = {
-        "group": name, "group_index": group_index, "source": str(Path(source).expanduser().absolute()), "seed": seed,
-        "train": n_train, "test": n_test, "size": size, "resample": resample, "pipeline": LOADER_VERSION,
+        "group": name,
+        "group_index": group_index,
+        "source": str(Path(source).expanduser().absolute()),
+        "seed": seed,
+        "train": n_train,
+        "test": n_test,
+        "size": size,
+        "resample": resample,
+        "pipeline": LOADER_VERSION,
         "classes": sorted({src.label for src, _ in good}) if has_classes else [],
-        "source_files": len(sources), "skipped": [list(s) for s in skipped], "images": records,
+        "source_files": len(sources),
+        "skipped": [list(s) for s in skipped],
+        "images": records,
     }
     atomic_write_json(tmp / "manifest.json", manifest)
     if target.exists():
@@ -194,8 +236,17 @@ def build_group(
 
 
 def build_charm(
-    sources: Mapping[str, str | Path], out: str | Path, *, seed: int = 0, n_train: int = TRAIN_PER_GROUP, n_test: int = TEST_PER_GROUP,
-    size: int = 32, resample: str = "bicubic", workers: int = 0, force: bool = False, progress: bool = True,
+    sources: Mapping[str, str | Path],
+    out: str | Path,
+    *,
+    seed: int = 0,
+    n_train: int = TRAIN_PER_GROUP,
+    n_test: int = TEST_PER_GROUP,
+    size: int = 32,
+    resample: str = "bicubic",
+    workers: int = 0,
+    force: bool = False,
+    progress: bool = True,
 ) -> dict:
     """Build the given CHARM groups (names of :data:`CHARM_GROUPS`) under ``out``; returns the summary written to charm.json."""
     unknown = sorted(set(sources) - set(CHARM_GROUPS))
@@ -210,11 +261,35 @@ def build_charm(
             raise CharmError(f"--{name}: source folder {sources[name]} does not exist or is not a folder")
         if (out / name).exists() and any((out / name).iterdir()) and not force:
             raise CharmError(f"{out / name} exists and is not empty; remove it or pass --force")
-    summary = {"seed": seed, "train_per_group": n_train, "test_per_group": n_test, "size": size, "resample": resample, "groups": {}}
+    summary = {
+        "seed": seed,
+        "train_per_group": n_train,
+        "test_per_group": n_test,
+        "size": size,
+        "resample": resample,
+        "groups": {},
+    }
     for name in CHARM_GROUPS:  # fixed order: a group's draw depends only on its own index and the seed
         if name in sources:
-            m = build_group(name, sources[name], out, list(CHARM_GROUPS).index(name), seed=seed, n_train=n_train, n_test=n_test,
-                            size=size, resample=resample, workers=workers, force=force, progress=progress)
-            summary["groups"][name] = {"source": m["source"], "classes": len(m["classes"]), "skipped": len(m["skipped"]), "manifest": f"{name}/manifest.json"}
+            m = build_group(
+                name,
+                sources[name],
+                out,
+                list(CHARM_GROUPS).index(name),
+                seed=seed,
+                n_train=n_train,
+                n_test=n_test,
+                size=size,
+                resample=resample,
+                workers=workers,
+                force=force,
+                progress=progress,
+            )
+            summary["groups"][name] = {
+                "source": m["source"],
+                "classes": len(m["classes"]),
+                "skipped": len(m["skipped"]),
+                "manifest": f"{name}/manifest.json",
+            }
     atomic_write_json(out / "charm.json", summary)
     return summary

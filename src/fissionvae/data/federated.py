@@ -90,7 +90,10 @@ def load_group(g: GroupConfig, index: int, seed: int, data_dir: str | Path | Non
     tr = seeded_subset(len(tr_x), g.train_size, seed, 2 * index)
     te = seeded_subset(len(te_x), g.test_size, seed, 2 * index + 1)
     if standin.is_standin(g.dataset):
-        train_images, test_images = standin.standin_images(g.dataset, "train", tr_x, tr), standin.standin_images(g.dataset, "test", te_x, te)
+        train_images, test_images = (
+            standin.standin_images(g.dataset, "train", tr_x, tr),
+            standin.standin_images(g.dataset, "test", te_x, te),
+        )
     else:
         train_images, test_images = tr_x[tr], te_x[te]
     return GroupData(
@@ -117,7 +120,9 @@ def _folder_splits(g: GroupConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
         n = len(train.files)
         n_test = max(1, round(f.test_fraction * n))
         if n - n_test < 1:
-            raise FolderError(f"group {g.name!r}: {f.train} has {n} image(s), too few to hold out a test set; give folder.test")
+            raise FolderError(
+                f"group {g.name!r}: {f.train} has {n} image(s), too few to hold out a test set; give folder.test"
+            )
         perm = numpy_rng(HOLDOUT_SEED, "subset", 1_000_003).permutation(n)
         te_idx, tr_idx = np.sort(perm[:n_test]), np.sort(perm[n_test:])
         return train.images[tr_idx], train.labels[tr_idx], train.images[te_idx], train.labels[te_idx]
@@ -148,7 +153,14 @@ def build_clients(cfg: RunConfig, groups: list[GroupData]) -> list[ClientData]:
     for gi, (gcfg, gd) in enumerate(zip(cfg.data.groups, groups)):
         for shard in iid_partition(len(gd.train_images), gcfg.clients, cfg.seed, gi):
             idx = torch.from_numpy(shard)
-            clients.append(ClientData(len(clients), gd.train_images[idx], gd.train_labels[idx], torch.full((len(shard),), gi, dtype=torch.int64)))
+            clients.append(
+                ClientData(
+                    len(clients),
+                    gd.train_images[idx],
+                    gd.train_labels[idx],
+                    torch.full((len(shard),), gi, dtype=torch.int64),
+                )
+            )
     return clients
 
 

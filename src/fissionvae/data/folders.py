@@ -124,8 +124,12 @@ def _decode_or_reason(args: tuple[str | bytes, int, str]) -> np.ndarray | str:
 
 
 def decode_many(
-    sources: Sequence[str | bytes], size: int, resample: str = "bicubic", workers: int | ProcessPoolExecutor = 0,
-    progress: bool = False, desc: str = "decode",
+    sources: Sequence[str | bytes],
+    size: int,
+    resample: str = "bicubic",
+    workers: int | ProcessPoolExecutor = 0,
+    progress: bool = False,
+    desc: str = "decode",
 ) -> list[np.ndarray | str]:
     """Decode many images (paths or bytes); failures come back as a reason string, in order.
 
@@ -202,8 +206,13 @@ def load_image_folder(
         index = {c: i for i, c in enumerate(classes)}
         images = np.stack([a for _, a in good]) if good else np.zeros((0, 3, size, size), np.uint8)
         result = FolderImages(
-            str(root), images, np.array([index[_label_of(rel, labels)] for rel, _ in good], dtype=np.int64),
-            classes, tuple(rel for rel, _ in good), skipped, key,
+            str(root),
+            images,
+            np.array([index[_label_of(rel, labels)] for rel, _ in good], dtype=np.int64),
+            classes,
+            tuple(rel for rel, _ in good),
+            skipped,
+            key,
         )
         if good:
             _write_cache(target, result)
@@ -233,8 +242,13 @@ def _read_cache(target: Path, key: str, root: str) -> FolderImages | None:
             if meta.get("key") != key:
                 return None
             return FolderImages(
-                root, data["images"], data["labels"], tuple(meta["classes"]), tuple(meta["files"]),
-                tuple(tuple(s) for s in meta["skipped"]), key,
+                root,
+                data["images"],
+                data["labels"],
+                tuple(meta["classes"]),
+                tuple(meta["files"]),
+                tuple(tuple(s) for s in meta["skipped"]),
+                key,
             )
     except (OSError, ValueError, KeyError):  # a damaged cache entry is rebuilt
         return None

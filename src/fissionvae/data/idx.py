@@ -151,9 +151,7 @@ def gunzip(raw: bytes, path: str | os.PathLike = "<bytes>") -> bytes:
         truncated, or has trailing garbage.
     """
     if not is_gzip(raw):
-        raise DataFileError(
-            path, f"not a gzip file: starts with {bytes(raw[:2])!r}, expected {GZIP_MAGIC!r}"
-        )
+        raise DataFileError(path, f"not a gzip file: starts with {bytes(raw[:2])!r}, expected {GZIP_MAGIC!r}")
     view = memoryview(raw)
     parts: list[bytes] = []
     pos = 0
@@ -164,16 +162,12 @@ def gunzip(raw: bytes, path: str | os.PathLike = "<bytes>") -> bytes:
         except zlib.error as exc:
             raise DataFileError(path, _describe_zlib_error(exc))
         if not inflater.eof:
-            raise DataFileError(
-                path, "truncated gzip: compressed data ended before the end-of-stream marker"
-            )
+            raise DataFileError(path, "truncated gzip: compressed data ended before the end-of-stream marker")
         rest = inflater.unused_data
         if not rest.strip(b"\0"):
             return parts[0] if len(parts) == 1 else b"".join(parts)
         if not is_gzip(rest):
-            raise DataFileError(
-                path, f"trailing garbage: {len(rest)} bytes after the end of the gzip stream"
-            )
+            raise DataFileError(path, f"trailing garbage: {len(rest)} bytes after the end of the gzip stream")
         pos = len(raw) - len(rest)
 
 
@@ -197,9 +191,7 @@ def parse_header(data: bytes | memoryview, path: str | os.PathLike = "<bytes>") 
         On a wrong magic number or a header cut short.
     """
     if len(data) < 4:
-        raise DataFileError(
-            path, f"truncated: file has {len(data)} bytes, too short for the 4-byte IDX magic number"
-        )
+        raise DataFileError(path, f"truncated: file has {len(data)} bytes, too short for the 4-byte IDX magic number")
     magic = bytes(data[:4])
     zero, type_code, ndim = magic[:2], magic[2], magic[3]
     if zero != b"\0\0" or type_code not in IDX_DTYPES or ndim == 0:
@@ -213,8 +205,7 @@ def parse_header(data: bytes | memoryview, path: str | os.PathLike = "<bytes>") 
     if len(data) < offset:
         raise DataFileError(
             path,
-            f"truncated: header announces {ndim} dimensions ({offset} header bytes), "
-            f"file has {len(data)} bytes",
+            f"truncated: header announces {ndim} dimensions ({offset} header bytes), file has {len(data)} bytes",
         )
     shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     return IdxHeader(dtype=IDX_DTYPES[type_code], shape=shape, offset=offset)
@@ -244,9 +235,7 @@ def decode_idx(data: bytes | memoryview, path: str | os.PathLike = "<bytes>") ->
     expected = header.payload_nbytes
     found = len(data) - header.offset
     if found < expected:
-        raise DataFileError(
-            path, f"truncated: expected {expected} bytes of data, found {found} (shape {header.shape})"
-        )
+        raise DataFileError(path, f"truncated: expected {expected} bytes of data, found {found} (shape {header.shape})")
     if found > expected:
         raise DataFileError(
             path,
@@ -299,9 +288,7 @@ def verify_digests(
         return
     details = []
     if expected_sha256 is not None:
-        details.append(
-            f"SHA-256 of the decompressed content is {actual_sha}, expected {expected_sha256.lower()}"
-        )
+        details.append(f"SHA-256 of the decompressed content is {actual_sha}, expected {expected_sha256.lower()}")
     if md5s:
         if is_gzip(raw):
             actual_md5 = hashlib.md5(raw, usedforsecurity=False).hexdigest()

@@ -336,15 +336,13 @@ def _load_pair(
     y = labels.read()
     if x.dtype != np.uint8 or x.shape[1:] != tuple(image_shape):
         raise DataFileError(
-            images.path, f"expected uint8 images of shape (N, {', '.join(map(str, image_shape))}), "
-            f"found {x.dtype} {x.shape}"
+            images.path,
+            f"expected uint8 images of shape (N, {', '.join(map(str, image_shape))}), found {x.dtype} {x.shape}",
         )
     if y.ndim != 1:
         raise DataFileError(labels.path, f"expected a 1-D label vector, found shape {y.shape}")
     if len(x) != len(y):
-        raise DataFileError(
-            images.path, f"count mismatch: {len(x)} images but {len(y)} labels in {labels.path}"
-        )
+        raise DataFileError(images.path, f"count mismatch: {len(x)} images but {len(y)} labels in {labels.path}")
     if y.size and (y.min() < 0 or y.max() >= num_classes):
         raise DataFileError(labels.path, f"labels out of range [0, {num_classes}): min {y.min()}, max {y.max()}")
     y = y.astype(np.int64)
@@ -450,8 +448,7 @@ def load_split(
     root = resolve_data_dir(data_dir)
     kwargs = dict(download=download, mirrors=mirrors, progress=progress, search_dirs=search_dirs)
     checks = [
-        _FileCheck.of(_locate(spec, split, filename, root, **kwargs), spec, filename)
-        for filename in spec.files[split]
+        _FileCheck.of(_locate(spec, split, filename, root, **kwargs), spec, filename) for filename in spec.files[split]
     ]
     images, labels = _load_pair(*checks, tuple(spec.image_shape), spec.num_classes)
     return images.copy(), labels.copy()

@@ -46,8 +46,11 @@ Group = tuple[str, np.ndarray, np.ndarray]
 
 def _conv_bn_relu(in_channels: int, out_channels: int, kernel: int) -> list[nn.Module]:
     """Build a stride-2 'same'-padded convolution, batch norm and ReLU."""
-    return [nn.Conv2d(in_channels, out_channels, kernel, stride=2, padding=kernel // 2,
-                      bias=False), nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)]
+    return [
+        nn.Conv2d(in_channels, out_channels, kernel, stride=2, padding=kernel // 2, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    ]
 
 
 def build_domain_cnn(in_channels: int, image_size: int, num_classes: int) -> nn.Sequential:
@@ -72,9 +75,14 @@ def build_domain_cnn(in_channels: int, image_size: int, num_classes: int) -> nn.
     """
     side = (image_size - 1) // 2 + 1
     side = (side - 1) // 2 + 1
-    return nn.Sequential(*_conv_bn_relu(in_channels, 32, 5), *_conv_bn_relu(32, 128, 3),
-                         nn.Flatten(), nn.Linear(128 * side * side, 128), nn.ReLU(inplace=True),
-                         nn.Linear(128, num_classes))
+    return nn.Sequential(
+        *_conv_bn_relu(in_channels, 32, 5),
+        *_conv_bn_relu(32, 128, 3),
+        nn.Flatten(),
+        nn.Linear(128 * side * side, 128),
+        nn.ReLU(inplace=True),
+        nn.Linear(128, num_classes),
+    )
 
 
 @dataclass
@@ -126,8 +134,7 @@ class DomainClassifier:
         return float((self.predict(images) == labels.numpy()).mean())
 
 
-def stack_groups(groups: Sequence[Group]) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...],
-                                                   tuple[int, ...]]:
+def stack_groups(groups: Sequence[Group]) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...], tuple[int, ...]]:
     """Concatenate groups into uint8/float N x C x H x W images and global class labels.
 
     Parameters
@@ -161,15 +168,22 @@ def _stack_images(arrays: Sequence[ImageArray]) -> torch.Tensor:
     return torch.cat([as_float_images(t) for t in tensors])
 
 
-def _train_epoch(module: nn.Module, optimizer: torch.optim.Optimizer,
-                 scheduler: torch.optim.lr_scheduler.LRScheduler, images: torch.Tensor,
-                 labels: torch.Tensor, *, batch_size: int, generator: torch.Generator,
-                 bar: tqdm) -> None:
+def _train_epoch(
+    module: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    batch_size: int,
+    generator: torch.Generator,
+    bar: tqdm,
+) -> None:
     """Run one pass over shuffled data with cross-entropy."""
     order = torch.randperm(len(labels), generator=generator)
     module.train()
     for start in range(0, len(order), batch_size):
-        index = order[start:start + batch_size]
+        index = order[start : start + batch_size]
         loss = nn.functional.cross_entropy(module(as_float_images(images[index])), labels[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -178,8 +192,9 @@ def _train_epoch(module: nn.Module, optimizer: torch.optim.Optimizer,
         bar.update(len(index))
 
 
-def train_domain_classifier(groups: Sequence[Group], *, epochs: int = 2, seed: int = 0,
-                            batch_size: int = 128, progress: bool = True) -> DomainClassifier:
+def train_domain_classifier(
+    groups: Sequence[Group], *, epochs: int = 2, seed: int = 0, batch_size: int = 128, progress: bool = True
+) -> DomainClassifier:
     """Train the domain classifier on the union of the groups' training sets.
 
     AdamW with a one-cycle learning-rate schedule (peak :data:`LEARNING_RATE`), no
@@ -209,13 +224,12 @@ def train_domain_classifier(groups: Sequence[Group], *, epochs: int = 2, seed: i
         optimizer = torch.optim.AdamW(module.parameters(), lr=LEARNING_RATE)
         scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, LEARNING_RATE, total_steps=steps)
         generator = torch.Generator().manual_seed(seed)
-        with tqdm(total=epochs * len(labels), unit="img", desc="classifier",
-                  disable=not progress) as bar:
+        with tqdm(total=epochs * len(labels), unit="img", desc="classifier", disable=not progress) as bar:
             for _ in range(epochs):
-                _train_epoch(module, optimizer, scheduler, images, labels,
-                             batch_size=batch_size, generator=generator, bar=bar)
-    return DomainClassifier(module.eval(), names, offsets, num_classes, images.shape[1],
-                            images.shape[-1])
+                _train_epoch(
+                    module, optimizer, scheduler, images, labels, batch_size=batch_size, generator=generator, bar=bar
+                )
+    return DomainClassifier(module.eval(), names, offsets, num_classes, images.shape[1], images.shape[-1])
 
 
 def classifier_key(groups: Sequence[Group], *, epochs: int, seed: int, batch_size: int) -> str:
@@ -230,11 +244,15 @@ def save_classifier(classifier: DomainClassifier, path: str | os.PathLike[str]) 
     """Save weights and class layout atomically (temporary file, then os.replace)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"state_dict": classifier.module.state_dict(), "arch": ARCH_VERSION,
-               "group_names": list(classifier.group_names),
-               "class_offsets": list(classifier.class_offsets),
-               "num_classes": classifier.num_classes, "in_channels": classifier.in_channels,
-               "image_size": classifier.image_size}
+    payload = {
+        "state_dict": classifier.module.state_dict(),
+        "arch": ARCH_VERSION,
+        "group_names": list(classifier.group_names),
+        "class_offsets": list(classifier.class_offsets),
+        "num_classes": classifier.num_classes,
+        "in_channels": classifier.in_channels,
+        "image_size": classifier.image_size,
+    }
     return atomic_write(target, lambda handle: torch.save(payload, handle))
 
 
@@ -245,14 +263,25 @@ def load_classifier(path: str | os.PathLike[str]) -> DomainClassifier:
         raise ValueError(f"{path} holds architecture {payload.get('arch')!r}, not {ARCH_VERSION}")
     module = build_domain_cnn(payload["in_channels"], payload["image_size"], payload["num_classes"])
     module.load_state_dict(payload["state_dict"])
-    return DomainClassifier(module.eval(), tuple(payload["group_names"]),
-                            tuple(payload["class_offsets"]), payload["num_classes"],
-                            payload["in_channels"], payload["image_size"])
+    return DomainClassifier(
+        module.eval(),
+        tuple(payload["group_names"]),
+        tuple(payload["class_offsets"]),
+        payload["num_classes"],
+        payload["in_channels"],
+        payload["image_size"],
+    )
 
 
-def load_or_train(groups: Sequence[Group], *, epochs: int = 2, seed: int = 0,
-                  batch_size: int = 128, cache_dir: str | os.PathLike[str] | None = None,
-                  progress: bool = True) -> DomainClassifier:
+def load_or_train(
+    groups: Sequence[Group],
+    *,
+    epochs: int = 2,
+    seed: int = 0,
+    batch_size: int = 128,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> DomainClassifier:
     """Load the classifier for these data and hyperparameters from the cache, or train it.
 
     Parameters
@@ -272,22 +301,19 @@ def load_or_train(groups: Sequence[Group], *, epochs: int = 2, seed: int = 0,
     path = root / f"domain-{key[:20]}.pt"
     if path.is_file():
         return load_classifier(path)
-    classifier = train_domain_classifier(groups, epochs=epochs, seed=seed,
-                                         batch_size=batch_size, progress=progress)
+    classifier = train_domain_classifier(groups, epochs=epochs, seed=seed, batch_size=batch_size, progress=progress)
     save_classifier(classifier, path)
     return classifier
 
 
-def _group_mask(pred_classes: np.ndarray, group_index: int,
-                classifier: DomainClassifier) -> tuple[np.ndarray, range]:
+def _group_mask(pred_classes: np.ndarray, group_index: int, classifier: DomainClassifier) -> tuple[np.ndarray, range]:
     """Predictions as an array and which of them fall into group ``group_index``."""
     classes = classifier.group_classes(group_index)
     predictions = np.asarray(pred_classes, dtype=np.int64)
     return (predictions >= classes.start) & (predictions < classes.stop), classes
 
 
-def group_purity(pred_classes: np.ndarray, group_index: int,
-                 classifier: DomainClassifier) -> float:
+def group_purity(pred_classes: np.ndarray, group_index: int, classifier: DomainClassifier) -> float:
     """Share of a group's samples that the classifier puts into that group's classes.
 
     Parameters
@@ -308,8 +334,9 @@ def group_purity(pred_classes: np.ndarray, group_index: int,
     return float(inside.mean()) if inside.size else float("nan")
 
 
-def class_coverage_entropy(pred_classes: np.ndarray, group_index: int,
-                           classifier: DomainClassifier, *, normalize: bool = False) -> float:
+def class_coverage_entropy(
+    pred_classes: np.ndarray, group_index: int, classifier: DomainClassifier, *, normalize: bool = False
+) -> float:
     """Entropy of the predicted within-group class histogram of a group's samples.
 
     Samples predicted outside the group's classes are left out (:func:`group_purity`
@@ -341,13 +368,11 @@ def class_coverage_entropy(pred_classes: np.ndarray, group_index: int,
     return entropy / math.log(len(classes)) if normalize and len(classes) > 1 else entropy
 
 
-def group_scores(classifier: DomainClassifier, images: ImageArray,
-                 group_index: int) -> dict[str, float]:
+def group_scores(classifier: DomainClassifier, images: ImageArray, group_index: int) -> dict[str, float]:
     """Purity and class coverage (raw and normalised) of images generated for one group."""
     predictions = classifier.predict(images)
     return {
         "purity": group_purity(predictions, group_index, classifier),
         "coverage_entropy": class_coverage_entropy(predictions, group_index, classifier),
-        "coverage_entropy_normalised": class_coverage_entropy(
-            predictions, group_index, classifier, normalize=True),
+        "coverage_entropy_normalised": class_coverage_entropy(predictions, group_index, classifier, normalize=True),
     }

@@ -92,12 +92,15 @@ def pool_coverage(pred_classes: np.ndarray, classifier) -> dict:
         "classes_covered": int((share >= COVERED_FRACTION / c).sum()),
         "classes": c,
         "group_share": {
-            name: float(share[list(classifier.group_classes(gi))].sum()) for gi, name in enumerate(classifier.group_names)
+            name: float(share[list(classifier.group_classes(gi))].sum())
+            for gi, name in enumerate(classifier.group_names)
         },
     }
 
 
-def collapse_report(samples: list[Tensor], real: list[Tensor], group_names: list[str], pool: dict, max_images: int = MAX_IMAGES) -> dict:
+def collapse_report(
+    samples: list[Tensor], real: list[Tensor], group_names: list[str], pool: dict, max_images: int = MAX_IMAGES
+) -> dict:
     """Near-duplicate shares (pool and per group), the pool's coverage and the verdict."""
     dup = near_duplicates(samples, real, max_images)
     per_group = {name: near_duplicates([samples[gi]], [real[gi]], max_images) for gi, name in enumerate(group_names)}

@@ -9,7 +9,9 @@ from fissionvae.models.vae import FissionVAE
 
 
 @torch.inference_mode()
-def mean_terms(model: FissionVAE, images: Tensor, group_ids: Tensor, generator: torch.Generator, batch_size: int = 1000) -> dict[str, float]:
+def mean_terms(
+    model: FissionVAE, images: Tensor, group_ids: Tensor, generator: torch.Generator, batch_size: int = 1000
+) -> dict[str, float]:
     """Per-image means of every named term (nats/image) over ``images``, one z sample each."""
     was_training = model.training
     model.eval()

@@ -37,7 +37,7 @@ from fissionvae.artifacts import generation_grid
 from fissionvae.data.federated import GroupData, load_groups
 from fissionvae.evaluation.nll import nll_report, pooled
 from fissionvae.federation.state import ServerState
-from fissionvae.io import atomic_write_json, atomic_write_bytes
+from fissionvae.io import atomic_write_bytes, atomic_write_json
 from fissionvae.models.vae import FissionVAE, build_model
 from fissionvae.runs import RunDir, RunDirError
 from fissionvae.seeding import torch_generator
@@ -104,7 +104,15 @@ def to_uint8(images: Tensor) -> Tensor:
 
 
 @torch.inference_mode()
-def generate(model: FissionVAE, group: int, n: int, seed: int, pathway: str | None, batch: int = 1000, prior_group: int | None = None) -> Tensor:
+def generate(
+    model: FissionVAE,
+    group: int,
+    n: int,
+    seed: int,
+    pathway: str | None,
+    batch: int = 1000,
+    prior_group: int | None = None,
+) -> Tensor:
     """``n`` uint8 samples of ``group`` from the evaluation's own stream (deterministic)."""
     g = torch_generator(seed, "sample", 1000 + group, 0 if prior_group is None else 1 + prior_group)
     parts = [model.sample(group, min(batch, n - i), g, pathway, prior_group).cpu() for i in range(0, n, batch)]
@@ -115,7 +123,12 @@ def cached_features(images: Tensor, extractor, folder: Path, key: str, chunk: in
     """Inception features of ``images``, computed and saved chunk by chunk (resumable)."""
     folder.mkdir(parents=True, exist_ok=True)
     parts = []
-    for i in tqdm(range(0, len(images), chunk), desc=f"FID features {desc}".strip(), unit="chunk", disable=not getattr(extractor, "progress", False)):
+    for i in tqdm(
+        range(0, len(images), chunk),
+        desc=f"FID features {desc}".strip(),
+        unit="chunk",
+        disable=not getattr(extractor, "progress", False),
+    ):
         path = folder / f"{key[:24]}-{i // chunk:05d}.npy"
         if path.is_file():
             parts.append(np.load(path))
@@ -156,7 +169,9 @@ def open_for_eval(run_dir: str | Path, allow_unfinished: bool) -> tuple[RunDir, 
     if planned is None:
         raise RunDirError(f"{run.path}: no status.json; the run folder is incomplete")
     if state.round < planned and not allow_unfinished:
-        raise RunDirError(f"{run.path}: the run stopped at round {state.round} of {planned}; resume it first or pass --allow-unfinished")
+        raise RunDirError(
+            f"{run.path}: the run stopped at round {state.round} of {planned}; resume it first or pass --allow-unfinished"
+        )
     return run, state
 
 
@@ -181,15 +196,31 @@ def fid_metrics(samples: list[Tensor], groups: list[GroupData], extractor, cache
         key = stats_cache.key(real_images, extractor.identity)
         r = stats_cache.load(f"{g.dataset}-test", key)
         if r is None:
-            feats = cached_features(real_images, extractor, stats_cache.cache_dir / "features", key, desc=f"{g.name} test")
+            feats = cached_features(
+                real_images, extractor, stats_cache.cache_dir / "features", key, desc=f"{g.name} test"
+            )
             r = feature_stats(feats)
             stats_cache.save(f"{g.dataset}-test", key, r)
-        f = feature_stats(cached_features(samples[gi], extractor, cache / "features", hashlib.sha256(f"{cache.name}|{gi}|{extractor.identity}".encode()).hexdigest(), desc=f"{g.name} samples"))
+        f = feature_stats(
+            cached_features(
+                samples[gi],
+                extractor,
+                cache / "features",
+                hashlib.sha256(f"{cache.name}|{gi}|{extractor.identity}".encode()).hexdigest(),
+                desc=f"{g.name} samples",
+            )
+        )
         real.append(r)
         fake.append(f)
         per_group[g.name] = {"fid": fid_from_stats(r, f), "generated": f.n, "real": r.n}
     overall = fid_from_stats(pooled_stats(real), pooled_stats(fake))
-    return {"overall": overall, "generated": sum(f.n for f in fake), "real": sum(r.n for r in real), "per_group": per_group, "extractor": extractor.identity}
+    return {
+        "overall": overall,
+        "generated": sum(f.n for f in fake),
+        "real": sum(r.n for r in real),
+        "per_group": per_group,
+        "extractor": extractor.identity,
+    }
 
 
 def classifier_metrics(samples: list[Tensor], groups: list[GroupData], opts: EvalOptions) -> dict:
@@ -198,14 +229,22 @@ def classifier_metrics(samples: list[Tensor], groups: list[GroupData], opts: Eva
     from fissionvae.evaluation.collapse import pool_coverage
     from fissionvae.evaluation.inception_score import classifier_logits, inception_score
 
-    clf = load_or_train([(g.name, to_uint8(g.train_images), g.train_labels.numpy()) for g in groups], epochs=opts.classifier_epochs, progress=opts.progress)
+    clf = load_or_train(
+        [(g.name, to_uint8(g.train_images), g.train_labels.numpy()) for g in groups],
+        epochs=opts.classifier_epochs,
+        progress=opts.progress,
+    )
     pool = torch.cat(samples)
     pool_logits = clf.logits(pool)
     mean, std = inception_score(pool_logits, splits=10)
     out = {
-        "classifier_test_accuracy": clf.accuracy([(g.name, to_uint8(g.test_images), g.test_labels.numpy()) for g in groups]),
+        "classifier_test_accuracy": clf.accuracy(
+            [(g.name, to_uint8(g.test_images), g.test_labels.numpy()) for g in groups]
+        ),
         "is_domain": {"mean": mean, "std": std, "samples": len(pool), "splits": 10},
-        "per_group": {g.name: group_scores(clf, samples[gi], gi) | _group_is(clf, samples[gi]) for gi, g in enumerate(groups)},
+        "per_group": {
+            g.name: group_scores(clf, samples[gi], gi) | _group_is(clf, samples[gi]) for gi, g in enumerate(groups)
+        },
         "pool": pool_coverage(pool_logits.argmax(axis=1), clf),
     }
     if opts.is_classifier:
@@ -233,7 +272,14 @@ def nll_metrics(model: FissionVAE, groups: list[GroupData], seed: int, opts: Eva
         if path.is_file():
             per_group[g.name] = json.loads(path.read_text())
             continue
-        per_group[g.name] = nll_report(model, g.test_images, gi, opts.iw_samples, torch_generator(seed, "eval", 10_000 + gi), progress=opts.progress)
+        per_group[g.name] = nll_report(
+            model,
+            g.test_images,
+            gi,
+            opts.iw_samples,
+            torch_generator(seed, "eval", 10_000 + gi),
+            progress=opts.progress,
+        )
         atomic_write_json(path, per_group[g.name])
     return {"per_group": per_group, "overall": pooled(list(per_group.values()))}
 
@@ -254,7 +300,15 @@ def prior_partners(model: FissionVAE, opts: EvalOptions) -> list[int | None]:
     return [(g + 1) % k for g in range(k)]
 
 
-def write_pictures(model: FissionVAE, groups: list[GroupData], samples: list[Tensor], out: Path, seed: int, opts: EvalOptions, partners: list[int | None] | None = None) -> list[str]:
+def write_pictures(
+    model: FissionVAE,
+    groups: list[GroupData],
+    samples: list[Tensor],
+    out: Path,
+    seed: int,
+    opts: EvalOptions,
+    partners: list[int | None] | None = None,
+) -> list[str]:
     """16x16 generation grids per group and the two t-SNE figures."""
     written = []
     partners = partners or [None] * len(groups)
@@ -270,7 +324,9 @@ def write_pictures(model: FissionVAE, groups: list[GroupData], samples: list[Ten
         if model.kind == "vae":  # a GAN has no encoder, hence no latent means
             gids = np.concatenate([np.full(min(n, len(g.test_images)), gi) for gi, g in enumerate(groups)])
             labels = torch.cat([g.test_labels[:n] for g in groups]).numpy()
-            plot_latent_tsne(latent_means(model, test), gids, labels, [g.name for g in groups], out / "tsne_latent.png", seed)
+            plot_latent_tsne(
+                latent_means(model, test), gids, labels, [g.name for g in groups], out / "tsne_latent.png", seed
+            )
             written.append("tsne_latent.png")
         gen = torch.cat([s[:n] for s in samples]).float() / 255
         plot_real_vs_generated_tsne(test, gen, out / "tsne_real_vs_generated.png", seed)
@@ -288,7 +344,9 @@ def evaluate_run(run_dir: str | Path, opts: EvalOptions | None = None) -> dict:
     """
     opts = opts or EvalOptions()
     if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", opts.result_name):
-        raise ValueError(f"result_name {opts.result_name!r}: use letters, digits, '_', '.' and '-' only (it names a file in the run folder)")
+        raise ValueError(
+            f"result_name {opts.result_name!r}: use letters, digits, '_', '.' and '-' only (it names a file in the run folder)"
+        )
     start = time.perf_counter()
     run, state = open_for_eval(run_dir, opts.allow_unfinished)
     cfg = run.load_config()
@@ -308,7 +366,12 @@ def evaluate_run(run_dir: str | Path, opts: EvalOptions | None = None) -> dict:
     cache = run.path / "eval" / "cache" / tag
     # the NLL depends on the weights and the test images only, not on sample counts, pathway or
     # prior swap: one cache serves every evaluation variant of the same weights
-    nll_cache = run.path / "eval" / "cache" / ("nll-" + hashlib.sha256(f"{digest}{subset}|{EVAL_FORMAT}".encode()).hexdigest()[:16])
+    nll_cache = (
+        run.path
+        / "eval"
+        / "cache"
+        / ("nll-" + hashlib.sha256(f"{digest}{subset}|{EVAL_FORMAT}".encode()).hexdigest()[:16])
+    )
     samples = [generate(model, gi, n, cfg.seed, opts.pathway, prior_group=partners[gi]) for gi, n in enumerate(counts)]
     result = {
         "format": EVAL_FORMAT,
@@ -333,8 +396,12 @@ def evaluate_run(run_dir: str | Path, opts: EvalOptions | None = None) -> dict:
     result["classifier"] = classifier_metrics(samples, groups, opts)
     from fissionvae.evaluation.collapse import collapse_report
 
-    result["collapse"] = collapse_report(samples, [to_uint8(g.test_images) for g in groups], cfg.group_names, result["classifier"]["pool"])
-    result["nll"] = nll_metrics(model, groups, cfg.seed, opts, nll_cache) if model.kind == "vae" else {"skipped": NLL_SKIPPED}
+    result["collapse"] = collapse_report(
+        samples, [to_uint8(g.test_images) for g in groups], cfg.group_names, result["classifier"]["pool"]
+    )
+    result["nll"] = (
+        nll_metrics(model, groups, cfg.seed, opts, nll_cache) if model.kind == "vae" else {"skipped": NLL_SKIPPED}
+    )
     result["pictures"] = write_pictures(model, groups, samples, run.path / opts.result_name, cfg.seed, opts, partners)
     result["seconds"] = time.perf_counter() - start
     atomic_write_json(run.path / f"{opts.result_name}.json", result)
@@ -352,19 +419,28 @@ def summary_lines(result: dict) -> list[str]:
     """A few human-readable lines of an eval.json result."""
     subset = f", test subset of {result['test_size']} per group" if result.get("test_size") else ""
     flag = f" (REDUCED sample count{subset}: not comparable with full-protocol numbers)" if result["reduced"] else ""
-    lines = [f"{result['name']} [{result['mode']}], round {result['round']}/{result['rounds_planned']}, {result['num_samples']} generated images{flag}"]
+    lines = [
+        f"{result['name']} [{result['mode']}], round {result['round']}/{result['rounds_planned']}, {result['num_samples']} generated images{flag}"
+    ]
     if "fid" in result:
         per = ", ".join(f"{k} {v['fid']:.2f}" for k, v in result["fid"]["per_group"].items())
         lines.append(f"FID overall {result['fid']['overall']:.2f} (per group: {per})")
     c = result["classifier"]
-    lines.append(f"IS (domain classifier) {c['is_domain']['mean']:.2f} +- {c['is_domain']['std']:.2f}; purity " + ", ".join(f"{k} {v['purity']:.3f}" for k, v in c["per_group"].items()))
+    lines.append(
+        f"IS (domain classifier) {c['is_domain']['mean']:.2f} +- {c['is_domain']['std']:.2f}; purity "
+        + ", ".join(f"{k} {v['purity']:.3f}" for k, v in c["per_group"].items())
+    )
     coll = result.get("collapse")
     if coll:
         verdict = "COLLAPSED (" + "; ".join(coll["reasons"]) + ")" if coll["collapsed"] else "not collapsed"
-        lines.append(f"mode collapse: {verdict}; near-duplicates {coll['near_duplicates']['share']:.3f} of {coll['near_duplicates']['images']} (real {coll['near_duplicates'].get('real_share', float('nan')):.3f}), class coverage {coll['coverage']['coverage_entropy_normalised']:.3f}, {coll['coverage']['classes_covered']}/{coll['coverage']['classes']} classes")
+        lines.append(
+            f"mode collapse: {verdict}; near-duplicates {coll['near_duplicates']['share']:.3f} of {coll['near_duplicates']['images']} (real {coll['near_duplicates'].get('real_share', float('nan')):.3f}), class coverage {coll['coverage']['coverage_entropy_normalised']:.3f}, {coll['coverage']['classes_covered']}/{coll['coverage']['classes']} classes"
+        )
     if "skipped" in result["nll"]:
         lines.append(f"NLL: skipped ({result['nll']['skipped']})")
         return lines
     n = result["nll"]["overall"]
-    lines.append(f"NLL: -ELBO {n['neg_elbo']['nats_per_dim']:.4f} nats/dim ({n['neg_elbo']['bits_per_dim']:.4f} bits/dim), IW K={n['iw']['k']} {n['iw']['nats_per_dim']:.4f} nats/dim")
+    lines.append(
+        f"NLL: -ELBO {n['neg_elbo']['nats_per_dim']:.4f} nats/dim ({n['neg_elbo']['bits_per_dim']:.4f} bits/dim), IW K={n['iw']['k']} {n['iw']['nats_per_dim']:.4f} nats/dim"
+    )
     return lines

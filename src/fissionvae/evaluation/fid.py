@@ -290,8 +290,7 @@ def _trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
     return float(np.sqrt(np.clip(middle, 0.0, None)).sum())
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray,
-                     sigma2: np.ndarray) -> float:
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
     """Fréchet distance between Gaussians N(mu1, sigma1) and N(mu2, sigma2).
 
     ``|mu1 - mu2|^2 + tr(sigma1) + tr(sigma2) - 2 tr((sigma1 sigma2)^(1/2))``, the last trace
@@ -380,12 +379,10 @@ class StatsCache:
     def save(self, name: str, key: str, stats: FeatureStats) -> Path:
         """Write statistics atomically and return the file."""
         target = self.path(name, key)
-        _save_npz_atomic(target, mu=stats.mu, sigma=stats.sigma, n=np.int64(stats.n),
-                         key=np.str_(key))
+        _save_npz_atomic(target, mu=stats.mu, sigma=stats.sigma, n=np.int64(stats.n), key=np.str_(key))
         return target
 
-    def get_or_compute(self, images: ImageArray, extractor: FeatureExtractor,
-                       name: str) -> FeatureStats:
+    def get_or_compute(self, images: ImageArray, extractor: FeatureExtractor, name: str) -> FeatureStats:
         """Return cached statistics of ``images`` or compute, store and return them."""
         key = self.key(images, extractor.identity)
         cached = self.load(name, key)
@@ -396,8 +393,9 @@ class StatsCache:
         return stats
 
 
-def real_stats(images: ImageArray, extractor: FeatureExtractor,
-               cache_dir: str | os.PathLike[str] | None = None, name: str = "real") -> FeatureStats:
+def real_stats(
+    images: ImageArray, extractor: FeatureExtractor, cache_dir: str | os.PathLike[str] | None = None, name: str = "real"
+) -> FeatureStats:
     """Feature statistics of a reference image set, cached on disk.
 
     Parameters
@@ -422,4 +420,3 @@ def real_stats(images: ImageArray, extractor: FeatureExtractor,
 def fid(real: FeatureStats, generated: ImageArray, extractor: FeatureExtractor) -> float:
     """FID of generated images against reference statistics (compare only equal counts)."""
     return fid_from_stats(real, feature_stats(extractor(generated)))
-

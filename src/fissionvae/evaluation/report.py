@@ -30,11 +30,16 @@ PAPER_TABLE3 = {
 }
 # Table 5 (Mixed MNIST, federated): (model, prior) -> (FID, IS)
 PAPER_TABLE5 = {
-    ("FissionVAE+L+D", "identical"): (40.78, 3.01), ("FissionVAE+L+D", "one-hot"): (42.01, 3.02),
-    ("FissionVAE+L+D", "symmetrical"): (41.79, 2.95), ("FissionVAE+L+D", "random"): (43.26, 3.00),
-    ("FissionVAE+L+D", "wave"): (42.11, 3.04), ("FissionVAE+H+L+D", "identical"): (55.91, 2.96),
-    ("FissionVAE+H+L+D", "one-hot"): (53.22, 2.97), ("FissionVAE+H+L+D", "symmetrical"): (58.21, 3.03),
-    ("FissionVAE+H+L+D", "random"): (53.99, 2.94), ("FissionVAE+H+L+D", "wave"): (53.68, 2.94),
+    ("FissionVAE+L+D", "identical"): (40.78, 3.01),
+    ("FissionVAE+L+D", "one-hot"): (42.01, 3.02),
+    ("FissionVAE+L+D", "symmetrical"): (41.79, 2.95),
+    ("FissionVAE+L+D", "random"): (43.26, 3.00),
+    ("FissionVAE+L+D", "wave"): (42.11, 3.04),
+    ("FissionVAE+H+L+D", "identical"): (55.91, 2.96),
+    ("FissionVAE+H+L+D", "one-hot"): (53.22, 2.97),
+    ("FissionVAE+H+L+D", "symmetrical"): (58.21, 3.03),
+    ("FissionVAE+H+L+D", "random"): (53.99, 2.94),
+    ("FissionVAE+H+L+D", "wave"): (53.68, 2.94),
     ("FissionVAE+H+L+D", "learnable"): (47.72, 2.98),
 }
 MODES = ("federated", "centralized")
@@ -55,13 +60,20 @@ def model_label(cfg: RunConfig) -> str:
     family = model_family(cfg.model)
     hetero = [g.name for g in cfg.data.groups if g.decoder is not None]
     extra = f", custom decoder: {'/'.join(hetero)}" if hetero else ""
-    return family if family in ("FedVAE", "FissionVAE+D", "FedGAN (DCGAN)") and not extra else f"{family} ({cfg.model.prior}{extra})"
+    return (
+        family
+        if family in ("FedVAE", "FissionVAE+D", "FedGAN (DCGAN)") and not extra
+        else f"{family} ({cfg.model.prior}{extra})"
+    )
 
 
 def paper_numbers(cfg: RunConfig) -> tuple[float, float, float | None] | None:
     """(FID, IS, NLL) the paper reports for this model and mode on Mixed MNIST, if any."""
     family = model_family(cfg.model)
-    if any(g.decoder is not None for g in cfg.data.groups) or {g.dataset for g in cfg.data.groups} != {"mnist", "fashion-mnist"}:
+    if any(g.decoder is not None for g in cfg.data.groups) or {g.dataset for g in cfg.data.groups} != {
+        "mnist",
+        "fashion-mnist",
+    }:
         return None
     if cfg.mode == "federated" and (family, cfg.model.prior) in PAPER_TABLE5:
         fid, inception = PAPER_TABLE5[(family, cfg.model.prior)]
@@ -82,7 +94,9 @@ class RunEntry:
         run = RunDir.open(path)
         eval_path = run.path / "eval.json"
         if not eval_path.is_file():
-            raise RunDirError(f"{run.path}: not evaluated yet (no eval.json); run `fissionvae evaluate {run.path}` first")
+            raise RunDirError(
+                f"{run.path}: not evaluated yet (no eval.json); run `fissionvae evaluate {run.path}` first"
+            )
         status = json.loads(run.status_path.read_text()) if run.status_path.is_file() else {}
         return cls(run, run.load_config(), json.loads(eval_path.read_text()), float(status.get("wall_seconds", 0.0)))
 
@@ -99,15 +113,21 @@ def cells(entry: RunEntry) -> dict[str, str]:
     out = {"FID": "-", "per-group FID": "-"}
     if "fid" in r:
         out["FID"] = f"{r['fid']['overall']:.2f} (paper {_fmt(paper[0] if paper else None)}; n={n}{red})"
-        out["per-group FID"] = "; ".join(f"{g} {v['fid']:.2f} (n={v['generated']})" for g, v in r["fid"]["per_group"].items())
+        out["per-group FID"] = "; ".join(
+            f"{g} {v['fid']:.2f} (n={v['generated']})" for g, v in r["fid"]["per_group"].items()
+        )
     c = r["classifier"]
-    out["IS"] = f"{c['is_domain']['mean']:.2f} (paper {_fmt(paper[1] if paper else None)}*; n={c['is_domain']['samples']})"
+    out["IS"] = (
+        f"{c['is_domain']['mean']:.2f} (paper {_fmt(paper[1] if paper else None)}*; n={c['is_domain']['samples']})"
+    )
     out["purity"] = "; ".join(f"{g} {v['purity']:.3f}" for g, v in c["per_group"].items()) + f" (n={n})"
     if "skipped" in r["nll"]:
         out["NLL"] = "- (no likelihood)"
         return out
     nll = r["nll"]["overall"]
-    out["NLL"] = f"{nll['neg_elbo']['nats_per_dim']:.3f} (paper {_fmt(paper[2] if paper else None)}; IW K={nll['iw']['k']} {nll['iw']['nats_per_dim']:.3f}; {nll['images']} test images)"
+    out["NLL"] = (
+        f"{nll['neg_elbo']['nats_per_dim']:.3f} (paper {_fmt(paper[2] if paper else None)}; IW K={nll['iw']['k']} {nll['iw']['nats_per_dim']:.3f}; {nll['images']} test images)"
+    )
     return out
 
 
@@ -132,7 +152,16 @@ def table_rows(entries: list[RunEntry]) -> tuple[list[str], list[list[str]]]:
 def runs_table(entries: list[RunEntry]) -> tuple[list[str], list[list[str]]]:
     headers = ["run", "model", "mode", "rounds", "train wall time", "generated", "eval images", "eval time"]
     rows = [
-        [e.run.path.name, model_label(e.cfg), e.cfg.mode, f"{e.result['round']}/{e.result['rounds_planned']}", f"{e.wall_seconds / 60:.1f} min", str(e.result["num_samples"]) + (" (reduced)" if e.result["reduced"] else ""), str(e.result["eval_images"]), f"{e.result['seconds'] / 60:.1f} min"]
+        [
+            e.run.path.name,
+            model_label(e.cfg),
+            e.cfg.mode,
+            f"{e.result['round']}/{e.result['rounds_planned']}",
+            f"{e.wall_seconds / 60:.1f} min",
+            str(e.result["num_samples"]) + (" (reduced)" if e.result["reduced"] else ""),
+            str(e.result["eval_images"]),
+            f"{e.result['seconds'] / 60:.1f} min",
+        ]
         for e in entries
     ]
     return headers, rows
@@ -147,7 +176,9 @@ def plot_loss_overlay(entries: list[RunEntry], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for e in entries:
         rounds = [m for m in e.run.metrics() if m.get("type") == "round" and "test/loss" in m]
-        ax.plot([m["round"] for m in rounds], [m["test/loss"] for m in rounds], label=f"{model_label(e.cfg)} [{e.cfg.mode}]")
+        ax.plot(
+            [m["round"] for m in rounds], [m["test/loss"] for m in rounds], label=f"{model_label(e.cfg)} [{e.cfg.mode}]"
+        )
     ax.set_xlabel("round (centralised: epoch)")
     ax.set_ylabel("test loss, nats / image")
     ax.grid(alpha=0.3)
@@ -201,12 +232,37 @@ def make_report(run_dirs: list[str | Path], out: str | Path, title: str = "fissi
     rheaders, rrows = runs_table(entries)
     plot_loss_overlay(entries, out / "loss_curves.png")
     grids = copy_grids(entries, out)
-    md = [f"# {title}\n", "## Table 3 layout: ours (paper)\n", _md_table(headers, rows), *[f"- {n}" for n in NOTES], "\n## Runs\n", _md_table(rheaders, rrows), "\n## Test loss per round\n", "![loss curves](loss_curves.png)\n", "## Generations (16x16 per group)\n"]
+    md = [
+        f"# {title}\n",
+        "## Table 3 layout: ours (paper)\n",
+        _md_table(headers, rows),
+        *[f"- {n}" for n in NOTES],
+        "\n## Runs\n",
+        _md_table(rheaders, rrows),
+        "\n## Test loss per round\n",
+        "![loss curves](loss_curves.png)\n",
+        "## Generations (16x16 per group)\n",
+    ]
     for caption, files in grids:
         md.append(f"**{caption}**\n\n" + " ".join(f"![{f}]({f})" for f in files) + "\n")
     atomic_write_text(out / "report.md", "\n".join(md))
-    body = [f"<h1>{html.escape(title)}</h1>", "<h2>Table 3 layout: ours (paper)</h2>", _html_table(headers, rows), "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in NOTES) + "</ul>", "<h2>Runs</h2>", _html_table(rheaders, rrows), "<h2>Test loss per round</h2><img src='loss_curves.png'>", "<h2>Generations</h2>"]
-    body += [f"<h3>{html.escape(c)}</h3>" + "".join(f"<img src='{html.escape(f)}' style='margin:4px'>" for f in files) for c, files in grids]
+    body = [
+        f"<h1>{html.escape(title)}</h1>",
+        "<h2>Table 3 layout: ours (paper)</h2>",
+        _html_table(headers, rows),
+        "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in NOTES) + "</ul>",
+        "<h2>Runs</h2>",
+        _html_table(rheaders, rrows),
+        "<h2>Test loss per round</h2><img src='loss_curves.png'>",
+        "<h2>Generations</h2>",
+    ]
+    body += [
+        f"<h3>{html.escape(c)}</h3>" + "".join(f"<img src='{html.escape(f)}' style='margin:4px'>" for f in files)
+        for c, files in grids
+    ]
     style = "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #bbb;padding:4px;vertical-align:top}"
-    atomic_write_text(out / "report.html", f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+    atomic_write_text(
+        out / "report.html",
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n",
+    )
     return out / "report.md"

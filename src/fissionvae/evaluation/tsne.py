@@ -30,7 +30,9 @@ def embed(points: np.ndarray, seed: int = 0, pca_dims: int | None = 50) -> np.nd
 @torch.inference_mode()
 def latent_means(model, images: Tensor, batch_size: int = 1000) -> np.ndarray:
     device = next(model.parameters()).device
-    return torch.cat([model.encode(images[i : i + batch_size].to(device)).mean.cpu() for i in range(0, len(images), batch_size)]).numpy()
+    return torch.cat(
+        [model.encode(images[i : i + batch_size].to(device)).mean.cpu() for i in range(0, len(images), batch_size)]
+    ).numpy()
 
 
 def _plt():
@@ -42,7 +44,9 @@ def _plt():
     return plt
 
 
-def plot_latent_tsne(points: np.ndarray, groups: np.ndarray, labels: np.ndarray, group_names: list[str], path: str | Path, seed: int = 0) -> Path:
+def plot_latent_tsne(
+    points: np.ndarray, groups: np.ndarray, labels: np.ndarray, group_names: list[str], path: str | Path, seed: int = 0
+) -> Path:
     """Two panels of the same embedding of latent means: coloured by group, and by (group, class)."""
     xy = embed(points, seed, pca_dims=None)
     plt = _plt()
@@ -61,7 +65,9 @@ def plot_latent_tsne(points: np.ndarray, groups: np.ndarray, labels: np.ndarray,
     return out
 
 
-def plot_real_vs_generated_tsne(real: Tensor, generated: Tensor, path: str | Path, seed: int = 0, title: str = "") -> Path:
+def plot_real_vs_generated_tsne(
+    real: Tensor, generated: Tensor, path: str | Path, seed: int = 0, title: str = ""
+) -> Path:
     """Dugdale's Figure 4: one t-SNE of test images and generated images together."""
     pts = torch.cat([real.flatten(1), generated.flatten(1)]).numpy()
     xy = embed(pts, seed)

@@ -41,7 +41,9 @@ def aggregate(global_weights: Mapping[str, Tensor], results: Sequence[ClientResu
     new = dict(global_weights)
     for key in sorted(set().union(*(r.weights.keys() for r in ordered))):
         senders = [r for r in ordered if key in r.weights]
-        new[key] = weighted_average([r.weights[key] for r in senders], [r.num_samples for r in senders], global_weights[key])
+        new[key] = weighted_average(
+            [r.weights[key] for r in senders], [r.num_samples for r in senders], global_weights[key]
+        )
     return new
 
 
@@ -49,12 +51,16 @@ def check_update(global_weights: Mapping[str, Tensor], allowed_keys: Sequence[st
     """Raise InvalidUpdate unless ``result`` carries exactly ``allowed_keys`` with matching shapes/dtypes, all finite."""
     keys = set(result.weights)
     if keys != set(allowed_keys):
-        raise InvalidUpdate(f"client {result.client_id}: keys differ from its owned keys (missing {sorted(set(allowed_keys) - keys)[:3]}, unexpected {sorted(keys - set(allowed_keys))[:3]})")
+        raise InvalidUpdate(
+            f"client {result.client_id}: keys differ from its owned keys (missing {sorted(set(allowed_keys) - keys)[:3]}, unexpected {sorted(keys - set(allowed_keys))[:3]})"
+        )
     if result.num_samples <= 0:
         raise InvalidUpdate(f"client {result.client_id}: num_samples must be positive, got {result.num_samples}")
     for key in sorted(keys):
         got, want = result.weights[key], global_weights[key]
         if got.shape != want.shape or got.dtype != want.dtype:
-            raise InvalidUpdate(f"client {result.client_id}: {key} is {tuple(got.shape)}/{got.dtype}, expected {tuple(want.shape)}/{want.dtype}")
+            raise InvalidUpdate(
+                f"client {result.client_id}: {key} is {tuple(got.shape)}/{got.dtype}, expected {tuple(want.shape)}/{want.dtype}"
+            )
         if got.is_floating_point() and not torch.isfinite(got).all():
             raise InvalidUpdate(f"client {result.client_id}: {key} has non-finite values")

@@ -108,7 +108,9 @@ def client_update(
     metrics = {name: total / seen for name, total in sums.items()}
     metrics.update(seconds=seconds, samples_per_s=seen / max(seconds, 1e-9), steps=steps)
     state = model.state_dict()
-    kept = copy.deepcopy(optimizer.state_dict()) if spec.keep_optimizer else None  # shares no storage with the live Adam
+    kept = (
+        copy.deepcopy(optimizer.state_dict()) if spec.keep_optimizer else None
+    )  # shares no storage with the live Adam
     weights_out = {k: state[k].detach().to("cpu", copy=True) for k in owned}  # aggregation runs on the CPU
     return ClientResult(data.client_id, groups, data.num_samples, weights_out, metrics, kept)
 

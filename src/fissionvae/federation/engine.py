@@ -97,7 +97,12 @@ class InProcessDispatcher:
         self.progress = progress
 
     def __call__(
-        self, weights: dict, round_index: int, participants: list[int], spec: LocalTrainSpec, client_states: dict | None = None
+        self,
+        weights: dict,
+        round_index: int,
+        participants: list[int],
+        spec: LocalTrainSpec,
+        client_states: dict | None = None,
     ) -> list[ClientResult]:
         results = []
         states = client_states or {}
@@ -117,7 +122,9 @@ class RoundOutcome:
     client_states: dict = field(default_factory=dict)  # new optimiser states of accepted clients (keep mode)
 
 
-def run_round(fed: Federation, weights: dict, round_index: int, dispatch: Dispatcher, client_states: dict | None = None) -> RoundOutcome:
+def run_round(
+    fed: Federation, weights: dict, round_index: int, dispatch: Dispatcher, client_states: dict | None = None
+) -> RoundOutcome:
     """One round: participants, dispatch, reply checks, aggregation.
 
     ``client_states`` (keep mode) maps client ids to their optimiser states; a rejected reply's
@@ -166,7 +173,13 @@ def round_records(fed: Federation, round_index: int, outcome: RoundOutcome, seco
     rnd = round_index + 1
     results = outcome.results
     records = [
-        {"type": "client", "round": rnd, "client": r.client_id, "groups": [names[g] for g in r.groups], "num_samples": r.num_samples}
+        {
+            "type": "client",
+            "round": rnd,
+            "client": r.client_id,
+            "groups": [names[g] for g in r.groups],
+            "num_samples": r.num_samples,
+        }
         | {(k if k in TIMING_KEYS else f"train/{k}"): v for k, v in r.metrics.items()}
         for r in results
     ]
@@ -176,7 +189,9 @@ def round_records(fed: Federation, round_index: int, outcome: RoundOutcome, seco
         "round": rnd,
         "participants": len(outcome.participants),
         "clients": [r.client_id for r in results],
-        "missing": sorted(set(outcome.participants) - {r.client_id for r in results} - {x["client"] for x in outcome.rejected}),
+        "missing": sorted(
+            set(outcome.participants) - {r.client_id for r in results} - {x["client"] for x in outcome.rejected}
+        ),
         "rejected": outcome.rejected,
         "empty": not results,
         "seconds": seconds,
@@ -210,13 +225,17 @@ def train(
     rounds = cfg.effective_rounds if max_rounds is None else min(max_rounds, cfg.effective_rounds)
     pool = start_pool(fed, rounds, progress) if dispatch is None else None
     try:
-        return _train_rounds(cfg, run, fed, dispatch or pool or InProcessDispatcher(fed, progress), max_rounds, progress)
+        return _train_rounds(
+            cfg, run, fed, dispatch or pool or InProcessDispatcher(fed, progress), max_rounds, progress
+        )
     finally:
         if pool is not None:
             pool.close()
 
 
-def _train_rounds(cfg: RunConfig, run: RunDir, fed: Federation, dispatch: Dispatcher, max_rounds: int | None, progress: bool) -> ServerState:
+def _train_rounds(
+    cfg: RunConfig, run: RunDir, fed: Federation, dispatch: Dispatcher, max_rounds: int | None, progress: bool
+) -> ServerState:
     """The round loop of :func:`train`."""
     state = run.load_state() if run.has_checkpoint() else fed.initial_state()
     run.truncate_metrics(state.round)
@@ -224,7 +243,9 @@ def _train_rounds(cfg: RunConfig, run: RunDir, fed: Federation, dispatch: Dispat
     planned = cfg.effective_rounds
     stop = planned if max_rounds is None else min(planned, state.round + max_rounds)
     run.write_status(state, planned, running=True)
-    bar = tqdm(range(state.round, stop), initial=state.round, total=planned, desc=cfg.name, unit="round", disable=not progress)
+    bar = tqdm(
+        range(state.round, stop), initial=state.round, total=planned, desc=cfg.name, unit="round", disable=not progress
+    )
     for r in bar:
         start = time.perf_counter()
         outcome = run_round(fed, state.weights, r, dispatch, state.client_states)
@@ -241,7 +262,10 @@ def _train_rounds(cfg: RunConfig, run: RunDir, fed: Federation, dispatch: Dispat
         )
         run.save_state(state)
         run.write_status(state, planned, running=True)
-        bar.set_postfix(clients=len(outcome.results), **{f"test_{t}": f"{records[-1][f'test/{t}']:.1f}" for t in fed.model.progress_terms})
+        bar.set_postfix(
+            clients=len(outcome.results),
+            **{f"test_{t}": f"{records[-1][f'test/{t}']:.1f}" for t in fed.model.progress_terms},
+        )
     run.write_status(state, planned, running=False)
     write_run_artifacts(fed.model.cpu(), fed.groups, run, cfg)
     return state

@@ -80,7 +80,9 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def resolve_workers(cfg: RunConfig, client_sizes: list[int], spec: LocalTrainSpec, rounds: int, cores: int | None = None) -> int:
+def resolve_workers(
+    cfg: RunConfig, client_sizes: list[int], spec: LocalTrainSpec, rounds: int, cores: int | None = None
+) -> int:
     """Number of training processes for ``federation.workers``; 1 means in-process (no pool).
 
     ``client_sizes`` are the clients' sample counts, ``spec`` a round's training spec (local
@@ -139,9 +141,13 @@ class WorkerPool:
         if workers < 1:
             raise ValueError(f"a worker pool needs at least 1 process, got {workers}")
         if not fed.clients:
-            raise ValueError("a worker pool needs the federation's client data (Federation.from_config(..., with_clients=True))")
+            raise ValueError(
+                "a worker pool needs the federation's client data (Federation.from_config(..., with_clients=True))"
+            )
         if any(c.images.device.type != "cpu" for c in fed.clients):
-            raise ValueError("the worker pool trains on the CPU; use federation.workers: 1 with train.device other than cpu")
+            raise ValueError(
+                "the worker pool trains on the CPU; use federation.workers: 1 with train.device other than cpu"
+            )
         self.progress = progress
         self.owned = [fed.owned_keys(c.client_id) for c in fed.clients]
         everyone = set().union(*map(set, self.owned))
@@ -197,10 +203,17 @@ class WorkerPool:
         except (EOFError, OSError):
             w.process.join(5)
             doing = f" while training client {w.client}" if w.client is not None else ""
-            raise WorkerError(f"worker {w.index} (pid {w.process.pid}) died{doing} (exit code {w.process.exitcode})") from None
+            raise WorkerError(
+                f"worker {w.index} (pid {w.process.pid}) died{doing} (exit code {w.process.exitcode})"
+            ) from None
 
     def __call__(
-        self, weights: dict, round_index: int, participants: list[int], spec: LocalTrainSpec, client_states: dict | None = None
+        self,
+        weights: dict,
+        round_index: int,
+        participants: list[int],
+        spec: LocalTrainSpec,
+        client_states: dict | None = None,
     ) -> list[ClientResult]:
         if self._closed:
             raise WorkerError("the worker pool is closed")
@@ -211,7 +224,9 @@ class WorkerPool:
         idle = deque(self._workers)
         busy: dict[Connection, _Worker] = {}
         replies: dict[int, ClientResult] = {}
-        bar = tqdm(total=len(participants), desc=f"round {round_index + 1} clients", leave=False, disable=not self.progress)
+        bar = tqdm(
+            total=len(participants), desc=f"round {round_index + 1} clients", leave=False, disable=not self.progress
+        )
         try:
             while pending or busy:
                 while pending and idle:
@@ -232,7 +247,9 @@ class WorkerPool:
                     message = self._receive(w)  # a dead worker raises here
                     del busy[w.conn]
                     if message[0] == "error":
-                        raise WorkerError(f"client {message[1]} failed in worker {w.index} (pid {w.process.pid}):\n{message[2]}")
+                        raise WorkerError(
+                            f"client {message[1]} failed in worker {w.index} (pid {w.process.pid}):\n{message[2]}"
+                        )
                     replies[message[1]] = message[2]
                     self.round_stats.append({"client": message[1], "worker": w.index, "cpu_seconds": message[3]})
                     w.client = None

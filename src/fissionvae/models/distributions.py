@@ -19,7 +19,9 @@ class DiagGaussian:
     def rsample(self, generator: torch.Generator | None = None) -> Tensor:
         """Reparameterised sample mean + sigma * eps, eps drawn from ``generator``."""
         # drawn on the generator's device (the seeded streams are CPU generators), then moved
-        eps = torch.randn(self.mean.shape, generator=generator, dtype=self.mean.dtype, device=_device_of(generator, self.mean))
+        eps = torch.randn(
+            self.mean.shape, generator=generator, dtype=self.mean.dtype, device=_device_of(generator, self.mean)
+        )
         eps = eps.to(self.mean.device)
         return self.mean + torch.exp(0.5 * self.logvar) * eps
 

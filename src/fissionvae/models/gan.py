@@ -50,7 +50,9 @@ def dcgan_layout(side: int) -> tuple[int, int]:
         k = math.log2(side / base) if side % base == 0 else -1
         if k >= 1 and k == int(k):
             return base, int(k)
-    raise ConfigError(f"model.kind dcgan: image side {side} is not 4 * 2^k or 7 * 2^k (k >= 1); e.g. 28 and 32 are supported")
+    raise ConfigError(
+        f"model.kind dcgan: image side {side} is not 4 * 2^k or 7 * 2^k (k >= 1); e.g. 28 and 32 are supported"
+    )
 
 
 def _init_dcgan(module: nn.Module) -> None:
@@ -71,9 +73,17 @@ class Generator(nn.Module):
         c, side, _ = image_shape
         base, k = dcgan_layout(side)
         width = features * 2 ** (k - 1)
-        layers: list[nn.Module] = [nn.ConvTranspose2d(noise_dim, width, base, 1, 0, bias=False), nn.BatchNorm2d(width), nn.ReLU(True)]
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(noise_dim, width, base, 1, 0, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(True),
+        ]
         for _ in range(k - 1):
-            layers += [nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(width // 2), nn.ReLU(True)]
+            layers += [
+                nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(width // 2),
+                nn.ReLU(True),
+            ]
             width //= 2
         layers += [nn.ConvTranspose2d(width, c, 4, 2, 1, bias=False), nn.Tanh()]
         self.net = nn.Sequential(*layers)
@@ -92,7 +102,11 @@ class Discriminator(nn.Module):
         width = features
         layers: list[nn.Module] = [nn.Conv2d(c, width, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
         for _ in range(k - 1):
-            layers += [nn.Conv2d(width, width * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(width * 2), nn.LeakyReLU(0.2, True)]
+            layers += [
+                nn.Conv2d(width, width * 2, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(width * 2),
+                nn.LeakyReLU(0.2, True),
+            ]
             width *= 2
         layers += [nn.Conv2d(width, 1, base, 1, 0, bias=False)]
         self.net = nn.Sequential(*layers)
@@ -169,10 +183,14 @@ class DCGAN(GroupNamed, nn.Module):
     def noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """z ~ N(0, I), drawn on the generator's device (the seeded streams are CPU generators)."""
         device = next(self.parameters()).device
-        z = torch.randn(n, self.cfg.noise_dim, generator=generator, device=generator.device if generator is not None else device)
+        z = torch.randn(
+            n, self.cfg.noise_dim, generator=generator, device=generator.device if generator is not None else device
+        )
         return z.to(device)
 
-    def local_step(self, x: Tensor, group_ids: Tensor, optimizer: GanOptimizer, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    def local_step(
+        self, x: Tensor, group_ids: Tensor, optimizer: GanOptimizer, generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
         """One discriminator step, then one non-saturating generator step; per-image terms.
 
         ``d_loss`` = BCE(D(x), 1) + BCE(D(G(z)), 0) and ``d_real``/``d_fake`` = sigmoid of the
@@ -189,7 +207,12 @@ class DCGAN(GroupNamed, nn.Module):
         optimizer.g.zero_grad(set_to_none=True)
         g_loss.mean().backward()
         optimizer.g.step()
-        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), "d_real": torch.sigmoid(real_logit.detach()), "d_fake": torch.sigmoid(fake_logit.detach())}
+        return {
+            "d_loss": d_loss.detach(),
+            "g_loss": g_loss.detach(),
+            "d_real": torch.sigmoid(real_logit.detach()),
+            "d_fake": torch.sigmoid(fake_logit.detach()),
+        }
 
     # ------------------------------------------------------------------ held-out terms (per-round test metrics)
     def terms(self, x: Tensor, group_ids: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:

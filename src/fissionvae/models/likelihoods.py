@@ -119,7 +119,9 @@ def discretised_gaussian_log_prob(x: Tensor, mean: Tensor, log_std: Tensor) -> T
     flip = c > 0
     hi = torch.where(flip, -lower, upper)
     lo = torch.where(flip, -upper, lower)
-    p = 0.5 * (torch.erfc(-hi * SQRT_HALF) - torch.erfc(-lo * SQRT_HALF))  # Phi(v) = erfc(-v / sqrt 2) / 2, exact in the left tail
+    p = 0.5 * (
+        torch.erfc(-hi * SQRT_HALF) - torch.erfc(-lo * SQRT_HALF)
+    )  # Phi(v) = erfc(-v / sqrt 2) / 2, exact in the left tail
     tail = -0.5 * (c * inv) ** 2 - log_std - 0.5 * math.log(2 * math.pi) + math.log(2 * BIN)
     floor = 1e-290 if p.dtype == torch.float64 else 1e-30  # below it the difference is not reliable
     return torch.where(p > floor, torch.log(p.clamp_min(floor)), tail)
@@ -159,7 +161,9 @@ def bin_edges(x: Tensor) -> tuple[Tensor, Tensor]:
     return torch.where(x > 0.999, open_, bin_), torch.where(x < -0.999, open_, bin_)
 
 
-def discretised_logistic_log_prob(x: Tensor, mean: Tensor, log_scale: Tensor, edges: tuple[Tensor, Tensor] | None = None) -> Tensor:
+def discretised_logistic_log_prob(
+    x: Tensor, mean: Tensor, log_scale: Tensor, edges: tuple[Tensor, Tensor] | None = None
+) -> Tensor:
     """Elementwise log P(x) of values x on the 256-bin grid of [-1, 1] under Logistic(mean, scale), edge bins open.
 
     Exact in closed form: with a, b the standardised upper and lower bin edges,
@@ -241,7 +245,12 @@ class DiscretisedLogisticMixture(Likelihood):
         logits, means, log_scales, coeffs = self._split(params)
         b, k, c, h, w = means.shape
         u = torch.rand(logits.shape, generator=generator, dtype=params.dtype).to(params.device)
-        pick = F.one_hot((logits - torch.log(-torch.log(u.clamp(1e-10, 1 - 1e-10)))).argmax(1), k).permute(0, 3, 1, 2).unsqueeze(2).to(params.dtype)
+        pick = (
+            F.one_hot((logits - torch.log(-torch.log(u.clamp(1e-10, 1 - 1e-10)))).argmax(1), k)
+            .permute(0, 3, 1, 2)
+            .unsqueeze(2)
+            .to(params.dtype)
+        )
         mu = (means * pick).sum(1)  # (B, C, H, W)
         scale = torch.exp((log_scales * pick).sum(1))
         coef = (coeffs * pick).sum(1)
@@ -256,7 +265,11 @@ class DiscretisedLogisticMixture(Likelihood):
         return _to_unit(torch.stack(out, dim=1))
 
 
-LIKELIHOODS: dict[str, type[Likelihood]] = {"bernoulli": Bernoulli, "gaussian": Gaussian, "dlml": DiscretisedLogisticMixture}
+LIKELIHOODS: dict[str, type[Likelihood]] = {
+    "bernoulli": Bernoulli,
+    "gaussian": Gaussian,
+    "dlml": DiscretisedLogisticMixture,
+}
 
 
 def build_likelihood(name: str, channels: int = 1, components: int = 10) -> Likelihood:

@@ -148,12 +148,16 @@ class StridedConvEncoder(nn.Module):
     With channels [32, 64, 128] a 32x32 image goes 16x16 -> 8x8 -> 4x4 (2,048 features).
     """
 
-    def __init__(self, image_shape: tuple[int, int, int], channels: list[int], head: list[int], out_dim: int, norm: str):
+    def __init__(
+        self, image_shape: tuple[int, int, int], channels: list[int], head: list[int], out_dim: int, norm: str
+    ):
         super().__init__()
         c, h, w = image_shape
         down = 2 ** len(channels)
         if not channels or h % down or w % down:
-            raise ValueError(f"strided encoder: image sides {h}x{w} must be divisible by 2^{len(channels)} (one halving per channel count {channels})")
+            raise ValueError(
+                f"strided encoder: image sides {h}x{w} must be divisible by 2^{len(channels)} (one halving per channel count {channels})"
+            )
         layers: list[nn.Module] = []
         for c_in, c_out in zip([c, *channels[:-1]], channels):
             layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), *norm_layers(norm, c_out), nn.LeakyReLU(0.2)]
@@ -175,12 +179,18 @@ class StridedConvDecoder(nn.Module):
         c_out, h, w = out_shape
         up = 2 ** len(hidden)
         if not hidden or h % up or w % up:
-            raise ValueError(f"strided decoder: image sides {h}x{w} must be divisible by 2^{len(hidden)} (one doubling per channel count {hidden})")
+            raise ValueError(
+                f"strided decoder: image sides {h}x{w} must be divisible by 2^{len(hidden)} (one doubling per channel count {hidden})"
+            )
         self.start = (hidden[0], h // up, w // up)
         self.fc = mlp([latent_dim, *head, math.prod(self.start)], final_activation=True)
         layers: list[nn.Module] = []
         for c_in, c_next in zip(hidden[:-1], hidden[1:]):
-            layers += [nn.ConvTranspose2d(c_in, c_next, 4, stride=2, padding=1), *norm_layers(norm, c_next), nn.LeakyReLU(0.2)]
+            layers += [
+                nn.ConvTranspose2d(c_in, c_next, 4, stride=2, padding=1),
+                *norm_layers(norm, c_next),
+                nn.LeakyReLU(0.2),
+            ]
         layers.append(nn.ConvTranspose2d(hidden[-1], c_out, 4, stride=2, padding=1))
         self.deconv = nn.Sequential(*layers)
 
@@ -188,7 +198,14 @@ class StridedConvDecoder(nn.Module):
         return self.deconv(self.fc(z).view(z.shape[0], *self.start))
 
 
-def build_image_encoder(kind: str, image_shape: tuple[int, int, int], hidden: list[int], latent_dim: int, norm: str, head: list[int] | None = None) -> nn.Module:
+def build_image_encoder(
+    kind: str,
+    image_shape: tuple[int, int, int],
+    hidden: list[int],
+    latent_dim: int,
+    norm: str,
+    head: list[int] | None = None,
+) -> nn.Module:
     """q(z1|x) network: ``mlp`` on flattened pixels, ``conv`` (Dugdale's) or ``strided`` (RGB, with an MLP ``head``)."""
     if kind == "mlp":
         return GaussianMLP(math.prod(image_shape), hidden, latent_dim)
@@ -199,7 +216,9 @@ def build_image_encoder(kind: str, image_shape: tuple[int, int, int], hidden: li
     raise ValueError(f"unknown encoder kind {kind!r}")
 
 
-def build_image_decoder(cfg: DecoderConfig, latent_dim: int, out_shape: tuple[int, int, int], norm: str = "none") -> nn.Module:
+def build_image_decoder(
+    cfg: DecoderConfig, latent_dim: int, out_shape: tuple[int, int, int], norm: str = "none"
+) -> nn.Module:
     """p(x|z1) network of the kind named in the decoder config."""
     if cfg.kind == "mlp":
         return MLPDecoder(latent_dim, cfg.hidden, out_shape)

@@ -32,7 +32,9 @@ def prior_means(strategy: str, num_groups: int, dim: int, seed: int = 0) -> Tens
     if strategy == "learnable":
         return None
     if strategy in ("one-hot", "wave") and dim < num_groups:
-        raise ValueError(f"prior {strategy!r} needs latent dim >= number of groups, got dim={dim} for {num_groups} groups")
+        raise ValueError(
+            f"prior {strategy!r} needs latent dim >= number of groups, got dim={dim} for {num_groups} groups"
+        )
     means = torch.zeros(num_groups, dim)
     for j in range(num_groups):
         if strategy == "one-hot":

@@ -17,16 +17,15 @@ objective (Eq. 3 with the group prior for flat models, Eq. 10 for hierarchical o
 
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor, nn
 
 from fissionvae.config import DecoderConfig, ModelConfig, RunConfig
 from fissionvae.models.distributions import DiagGaussian, unit_gaussian_log_prob
+from fissionvae.models.groups import GroupNamed
 from fissionvae.models.likelihoods import build_likelihood
 from fissionvae.models.networks import GaussianMLP, build_image_decoder, build_image_encoder
 from fissionvae.models.priors import prior_means
-from fissionvae.models.groups import GroupNamed
 from fissionvae.seeding import stream_seed
 
 PATHWAYS = ("z2", "z1-z2-z1", "z1")
@@ -72,7 +71,13 @@ class FissionVAE(GroupNamed, nn.Module):
         self.group_names = list(group_names)
         self.image_shape = tuple(image_shape)
         self.hierarchical = cfg.hierarchical
-        self.encoder = nn.ModuleDict({"x": build_image_encoder(cfg.encoder_kind, self.image_shape, cfg.encoder_hidden, cfg.latent_dim, cfg.norm, cfg.encoder_head)})
+        self.encoder = nn.ModuleDict(
+            {
+                "x": build_image_encoder(
+                    cfg.encoder_kind, self.image_shape, cfg.encoder_hidden, cfg.latent_dim, cfg.norm, cfg.encoder_head
+                )
+            }
+        )
         if cfg.hierarchical:
             self.encoder["z1"] = GaussianMLP(cfg.latent_dim, cfg.z2_encoder_hidden, cfg.z2_dim)
         overrides = group_decoders or [None] * len(group_names)
@@ -80,7 +85,9 @@ class FissionVAE(GroupNamed, nn.Module):
         self.branches = nn.ModuleList(Branch(bc, cfg, self.image_shape) for bc in branch_cfgs)
         means = prior_means(cfg.prior, len(group_names), cfg.latent_dim, prior_seed)
         self.has_fixed_prior = means is not None
-        self.register_buffer("prior_means", means if means is not None else torch.zeros(len(group_names), cfg.latent_dim))
+        self.register_buffer(
+            "prior_means", means if means is not None else torch.zeros(len(group_names), cfg.latent_dim)
+        )
 
     # ------------------------------------------------------------------ structure
     def branch_index(self, group: int) -> int:
@@ -104,7 +111,9 @@ class FissionVAE(GroupNamed, nn.Module):
         """The optimiser of one local update: Adam over the parameters a client of ``groups`` owns."""
         return torch.optim.Adam(self.owned_parameters(groups), lr=lr, fused=fused or None)
 
-    def local_step(self, x: Tensor, group_ids: Tensor, optimizer: torch.optim.Optimizer, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    def local_step(
+        self, x: Tensor, group_ids: Tensor, optimizer: torch.optim.Optimizer, generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
         """One minibatch step on the mean training loss; returns the per-image terms."""
         terms = self.terms(x, group_ids, generator)
         optimizer.zero_grad(set_to_none=True)
@@ -166,7 +175,9 @@ class FissionVAE(GroupNamed, nn.Module):
             t["loss"] = t["recon"] + beta * t["kl_prior"]
         return t
 
-    def log_importance_weights(self, x: Tensor, group_ids: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
+    def log_importance_weights(
+        self, x: Tensor, group_ids: Tensor, k: int, generator: torch.Generator | None = None
+    ) -> Tensor:
         """(K, B) log p(x, z) - log q(z | x) for K posterior samples per image.
 
         Flat models: p(x, z1) = p_g(z1) p(x|z1) with the group prior. Hierarchical models: the
@@ -182,10 +193,14 @@ class FissionVAE(GroupNamed, nn.Module):
                 q2 = self.encoder["z1"](z1)
                 z2 = q2.rsample(generator)
                 log_prior = unit_gaussian_log_prob(z2) - q2.log_prob(z2)
-                log_joint = self._per_branch(group_ids, lambda br, idx: {"lp": self._hier_log_lik(br, x, z1, z2, idx)})["lp"]
+                log_joint = self._per_branch(group_ids, lambda br, idx: {"lp": self._hier_log_lik(br, x, z1, z2, idx)})[
+                    "lp"
+                ]
             else:
                 log_prior = unit_gaussian_log_prob(z1, self.prior_means[group_ids])
-                log_joint = -self._per_branch(group_ids, lambda br, idx: {"nll": br.likelihood.nll(br.image_params(_sel(z1, idx)), _sel(x, idx))})["nll"]
+                log_joint = -self._per_branch(
+                    group_ids, lambda br, idx: {"nll": br.likelihood.nll(br.image_params(_sel(z1, idx)), _sel(x, idx))}
+                )["nll"]
             rows.append(log_joint + log_prior - q1.log_prob(z1))
         return torch.stack(rows)
 
@@ -199,7 +214,9 @@ class FissionVAE(GroupNamed, nn.Module):
     def reconstruct(self, x: Tensor, group_ids: Tensor) -> Tensor:
         """Mean image of p(x|z1) at z1 = mean of q(z1|x), through each image's branch."""
         z1 = self.encode(x).mean
-        out = self._per_branch(group_ids, lambda br, idx: {"img": br.likelihood.mean(br.image_params(_sel(z1, idx))).flatten(1)})
+        out = self._per_branch(
+            group_ids, lambda br, idx: {"img": br.likelihood.mean(br.image_params(_sel(z1, idx))).flatten(1)}
+        )
         return out["img"].view(x.shape[0], *self.image_shape)
 
     def default_pathway(self) -> str:
@@ -240,7 +257,9 @@ class FissionVAE(GroupNamed, nn.Module):
         if pathway != "z1" and not self.hierarchical:
             raise ValueError(f"pathway {pathway!r} needs a hierarchical model; flat models sample with 'z1'")
         if pathway != "z2" and not self.has_fixed_prior:
-            raise ValueError(f"pathway {pathway!r} samples z1 from a group prior, but prior 'learnable' defines none; use 'z2'")
+            raise ValueError(
+                f"pathway {pathway!r} samples z1 from a group prior, but prior 'learnable' defines none; use 'z2'"
+            )
 
 
 def build_model(cfg: RunConfig, image_shape: tuple[int, int, int] = (1, 28, 28)) -> FissionVAE:

@@ -23,7 +23,9 @@ from fissionvae.studies.fission import (
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``study dugdale`` to ``subparsers``; returns the ``study`` parser."""
-    p = subparsers.add_parser("study", help="ready-made studies: train the compared runs, evaluate them, write the figure page")
+    p = subparsers.add_parser(
+        "study", help="ready-made studies: train the compared runs, evaluate them, write the figure page"
+    )
     studies = p.add_subparsers(dest="study", required=True)
     _add_dugdale(studies)
     _add_fission(studies)
@@ -37,15 +39,35 @@ def _add_dugdale(studies: argparse._SubParsersAction) -> None:
         description="Train (or reuse finished / resume stopped) federated and centralised runs, evaluate both (FID, classifier IS and coverage, NLL) "
         "and write <out>/dugdale.md with Figures 1-4, the numbers and a verdict.",
     )
-    d.add_argument("--quick", action="store_true", help="small subset, few rounds: a smoke test in a few minutes (same as --preset quick)")
-    d.add_argument("--preset", choices=sorted(PRESETS), help="full (default: the paper's settings), reduced (sized for 2 CPU cores) or quick")
+    d.add_argument(
+        "--quick",
+        action="store_true",
+        help="small subset, few rounds: a smoke test in a few minutes (same as --preset quick)",
+    )
+    d.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="full (default: the paper's settings), reduced (sized for 2 CPU cores) or quick",
+    )
     d.add_argument("--out", type=Path, help="folder of the figure page (default: <runs-dir>/study-dugdale-<preset>)")
-    d.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where the two runs are found or created (default: runs/)")
-    d.add_argument("--data-dir", type=Path, help="folder with mnist/ (else data.dir, $FISSIONVAE_DATA_DIR, the user cache)")
-    d.add_argument("--num-samples", type=int, help="generated images per model for FID and classifier scores (default: the preset's; full: as many as test images)")
+    d.add_argument(
+        "--runs-dir", type=Path, default=Path("runs"), help="where the two runs are found or created (default: runs/)"
+    )
+    d.add_argument(
+        "--data-dir", type=Path, help="folder with mnist/ (else data.dir, $FISSIONVAE_DATA_DIR, the user cache)"
+    )
+    d.add_argument(
+        "--num-samples",
+        type=int,
+        help="generated images per model for FID and classifier scores (default: the preset's; full: as many as test images)",
+    )
     d.add_argument("--iw-samples", type=int, help="K of the importance-weighted NLL bound (default: the preset's)")
-    d.add_argument("--configs-dir", type=Path, help="folder of the Dugdale configs (default: the repository's configs/dugdale)")
-    d.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]: where training, sampling, NLL and Inception run")
+    d.add_argument(
+        "--configs-dir", type=Path, help="folder of the Dugdale configs (default: the repository's configs/dugdale)"
+    )
+    d.add_argument(
+        "--device", default="cpu", help="cpu (default) or cuda[:N]: where training, sampling, NLL and Inception run"
+    )
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_dugdale)
 
@@ -53,8 +75,16 @@ def _add_dugdale(studies: argparse._SubParsersAction) -> None:
 def cmd_dugdale(args: argparse.Namespace) -> int:
     """Run the study and print the page's path and verdict."""
     page = run_dugdale_study(
-        args.out, args.runs_dir, args.data_dir, args.quick, args.num_samples, not args.no_progress,
-        preset=args.preset, iw_samples=args.iw_samples, configs_dir=args.configs_dir, device=args.device,
+        args.out,
+        args.runs_dir,
+        args.data_dir,
+        args.quick,
+        args.num_samples,
+        not args.no_progress,
+        preset=args.preset,
+        iw_samples=args.iw_samples,
+        configs_dir=args.configs_dir,
+        device=args.device,
     )
     print(json.loads((page.parent / "dugdale.json").read_text())["sentence"])
     print(f"wrote {page}")
@@ -68,27 +98,92 @@ def _add_fission(studies: argparse._SubParsersAction) -> None:
         description="Plan the runs the asked tables need, train each (reusing finished runs and resuming interrupted ones from their last round), "
         "evaluate them (reusing finished evaluations) and write <out>/mixed_mnist.md and .html. Interrupt it at any time and run the same command again.",
     )
-    f.add_argument("--dataset", choices=DATASETS, default="mixed_mnist", help="only mixed_mnist (MNIST + FashionMNIST as two client groups)")
+    f.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        default="mixed_mnist",
+        help="only mixed_mnist (MNIST + FashionMNIST as two client groups)",
+    )
     f.add_argument("--tables", help="comma-separated subset of 3,5,6,7,10 (10 = Figure 10; default: all)")
     size = f.add_mutually_exclusive_group()
-    size.add_argument("--scale", type=float, default=1.0, help="1 = the paper's setting (default); s < 1 = reduced preset: round(70 s) rounds/epochs, round(20,000 s) generated images, K=round(100 s), labelled reduced everywhere")
-    size.add_argument("--tiny", action="store_true", help="smoke preset for tests: 200 images per group, 2 rounds, 20 generated images (numbers mean nothing)")
-    f.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where run folders are found (reused / resumed) or created (default: runs/)")
-    f.add_argument("--out", type=Path, help="folder of the page: <out>/mixed_mnist.md, .html and mixed_mnist/ (default: <runs-dir>/study-fission-<scale>)")
-    f.add_argument("--data-dir", type=Path, help="folder with mnist/ and fashion-mnist/ (else data.dir, $FISSIONVAE_DATA_DIR, the user cache)")
-    f.add_argument("--num-samples", type=int, help="generated images per evaluation (default: the scale's; paper: 20,000)")
-    f.add_argument("--iw-samples", type=int, help="K of the importance-weighted NLL bound (default: the scale's; paper scale: 100)")
-    f.add_argument("--test-size", type=int, help="evaluate against a seeded subset of N test images per group instead of all of them (reduced; the FID reference and the NLL test set)")
+    size.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="1 = the paper's setting (default); s < 1 = reduced preset: round(70 s) rounds/epochs, round(20,000 s) generated images, K=round(100 s), labelled reduced everywhere",
+    )
+    size.add_argument(
+        "--tiny",
+        action="store_true",
+        help="smoke preset for tests: 200 images per group, 2 rounds, 20 generated images (numbers mean nothing)",
+    )
+    f.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=Path("runs"),
+        help="where run folders are found (reused / resumed) or created (default: runs/)",
+    )
+    f.add_argument(
+        "--out",
+        type=Path,
+        help="folder of the page: <out>/mixed_mnist.md, .html and mixed_mnist/ (default: <runs-dir>/study-fission-<scale>)",
+    )
+    f.add_argument(
+        "--data-dir",
+        type=Path,
+        help="folder with mnist/ and fashion-mnist/ (else data.dir, $FISSIONVAE_DATA_DIR, the user cache)",
+    )
+    f.add_argument(
+        "--num-samples", type=int, help="generated images per evaluation (default: the scale's; paper: 20,000)"
+    )
+    f.add_argument(
+        "--iw-samples", type=int, help="K of the importance-weighted NLL bound (default: the scale's; paper scale: 100)"
+    )
+    f.add_argument(
+        "--test-size",
+        type=int,
+        help="evaluate against a seeded subset of N test images per group instead of all of them (reduced; the FID reference and the NLL test set)",
+    )
     f.add_argument("--no-fid", action="store_true", help="skip FID (no Inception network; smoke runs)")
     f.add_argument("--inception", help="FID Inception file (default: $FISSIONVAE_INCEPTION, then the cache)")
     f.add_argument("--device", help="cpu or cuda[:N] for training and evaluation (run identity does not depend on it)")
-    f.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a value in every run's config, e.g. federation.workers=2 (keys other than data.dir/threads/workers/device make different runs)")
-    f.add_argument("--max-runs", type=int, help="train (or continue) at most this many unfinished runs in this call, then evaluate what is finished and write the page")
-    f.add_argument("--max-rounds-per-run", type=int, help="train each run by at most this many rounds in this call (it resumes next time)")
+    f.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a value in every run's config, e.g. federation.workers=2 (keys other than data.dir/threads/workers/device make different runs)",
+    )
+    f.add_argument(
+        "--max-runs",
+        type=int,
+        help="train (or continue) at most this many unfinished runs in this call, then evaluate what is finished and write the page",
+    )
+    f.add_argument(
+        "--max-rounds-per-run",
+        type=int,
+        help="train each run by at most this many rounds in this call (it resumes next time)",
+    )
     f.add_argument("--no-eval", action="store_true", help="train only; the page shows evaluations that already exist")
-    f.add_argument("--baseline", dest="baselines", action="append", default=[], type=Path, metavar="RUN_DIR", help="an evaluated run folder of another model (e.g. FedGAN) to add to Table 3 (repeatable)")
-    f.add_argument("--fallback-scale", help="fill cells not done at this scale from finished, evaluated runs of this reduced scale, e.g. 0.25 (marked as such on the page)")
-    f.add_argument("--plan", action="store_true", help="print the runs, their state and the training time left at 5,000 samples/s; train nothing")
+    f.add_argument(
+        "--baseline",
+        dest="baselines",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="RUN_DIR",
+        help="an evaluated run folder of another model (e.g. FedGAN) to add to Table 3 (repeatable)",
+    )
+    f.add_argument(
+        "--fallback-scale",
+        help="fill cells not done at this scale from finished, evaluated runs of this reduced scale, e.g. 0.25 (marked as such on the page)",
+    )
+    f.add_argument(
+        "--plan",
+        action="store_true",
+        help="print the runs, their state and the training time left at 5,000 samples/s; train nothing",
+    )
     f.add_argument("--no-progress", action="store_true", help="no progress bars")
     f.set_defaults(func=cmd_fission)
 
@@ -100,10 +195,23 @@ def cmd_fission(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')}: must be >= 1, got {value}")
     opts = StudyOptions(
-        tables=parse_tables(args.tables), scale=Scale(1.0, tiny=True) if args.tiny else Scale(args.scale), runs_dir=args.runs_dir, out=args.out,
-        data_dir=args.data_dir, num_samples=args.num_samples, iw_samples=args.iw_samples, test_size=args.test_size, fid=not args.no_fid, inception=args.inception,
-        device=args.device, overrides=tuple(args.overrides), max_runs=args.max_runs, max_rounds_per_run=args.max_rounds_per_run,
-        evaluate=not args.no_eval, baselines=tuple(args.baselines), fallback_scale=None if args.fallback_scale is None else Scale.parse(args.fallback_scale),
+        tables=parse_tables(args.tables),
+        scale=Scale(1.0, tiny=True) if args.tiny else Scale(args.scale),
+        runs_dir=args.runs_dir,
+        out=args.out,
+        data_dir=args.data_dir,
+        num_samples=args.num_samples,
+        iw_samples=args.iw_samples,
+        test_size=args.test_size,
+        fid=not args.no_fid,
+        inception=args.inception,
+        device=args.device,
+        overrides=tuple(args.overrides),
+        max_runs=args.max_runs,
+        max_rounds_per_run=args.max_rounds_per_run,
+        evaluate=not args.no_eval,
+        baselines=tuple(args.baselines),
+        fallback_scale=None if args.fallback_scale is None else Scale.parse(args.fallback_scale),
         progress=not args.no_progress,
     )
     if args.plan:

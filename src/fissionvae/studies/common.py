@@ -25,9 +25,24 @@ from fissionvae.runs import RunDir
 # (section, key) pairs that do not change what a run computes
 # train.device: where it runs (float results differ only in the last bits between CPU and GPU)
 # federation.workers: how many processes train a round's clients (results do not depend on it)
-IGNORED_KEYS = (("data", "dir"), ("data", "download"), ("federation", "threads"), ("federation", "workers"), ("train", "device"))
+IGNORED_KEYS = (
+    ("data", "dir"),
+    ("data", "download"),
+    ("federation", "threads"),
+    ("federation", "workers"),
+    ("train", "device"),
+)
 # EvalOptions fields that change the numbers in eval.json
-EVAL_KEYS = ("iw_samples", "test_size", "pathway", "fid", "inception", "is_classifier", "classifier_epochs", "prior_swap")
+EVAL_KEYS = (
+    "iw_samples",
+    "test_size",
+    "pathway",
+    "fid",
+    "inception",
+    "is_classifier",
+    "classifier_epochs",
+    "prior_swap",
+)
 
 
 def comparable(cfg: RunConfig) -> dict:
@@ -85,10 +100,18 @@ def matching_runs(runs_dir: str | Path, cfg: RunConfig) -> list[tuple[RunDir, di
             continue  # a run of an older or foreign config format is never ours
         if same:
             found.append((run, read_status(run)))
-    return sorted(found, key=lambda rs: (rs[1].get("state") != "finished", -rs[1].get("rounds_done", 0), rs[0].path.name))
+    return sorted(
+        found, key=lambda rs: (rs[1].get("state") != "finished", -rs[1].get("rounds_done", 0), rs[0].path.name)
+    )
 
 
-def ensure_trained(cfg: RunConfig, runs_dir: str | Path, data_dir: str | Path | None = None, progress: bool = True, max_rounds: int | None = None) -> RunDir:
+def ensure_trained(
+    cfg: RunConfig,
+    runs_dir: str | Path,
+    data_dir: str | Path | None = None,
+    progress: bool = True,
+    max_rounds: int | None = None,
+) -> RunDir:
     """A finished run of ``cfg``: reused, resumed, or trained from scratch.
 
     Parameters
@@ -114,11 +137,15 @@ def ensure_trained(cfg: RunConfig, runs_dir: str | Path, data_dir: str | Path | 
     if matches:
         run, status = matches[0]
         if status.get("state") != "finished":
-            overrides = [f"train.device={cfg.train.device}"] if cfg.train.device != run.load_config().train.device else []
+            overrides = (
+                [f"train.device={cfg.train.device}"] if cfg.train.device != run.load_config().train.device else []
+            )
             api.resume(run.path, overrides, data_dir=data_dir, max_rounds=max_rounds, progress=progress)
         return run
     name = f"{cfg.name}-{config_digest(cfg)[:8]}"
-    return api.train_from_config(cfg, runs_dir=runs_dir, name=name, data_dir=data_dir, max_rounds=max_rounds, progress=progress)
+    return api.train_from_config(
+        cfg, runs_dir=runs_dir, name=name, data_dir=data_dir, max_rounds=max_rounds, progress=progress
+    )
 
 
 # an eval.json written before an option existed was computed with that option's default
@@ -165,5 +192,7 @@ def load_study_config(path: str | Path) -> RunConfig:
     """Load one of a study's config files (a clear error when the file is missing)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"study config {path} not found; pass --configs-dir pointing at the repository's configs/<study>/ folder")
+        raise FileNotFoundError(
+            f"study config {path} not found; pass --configs-dir pointing at the repository's configs/<study>/ folder"
+        )
     return load_config(path)

@@ -139,7 +139,11 @@ def classifier_for(groups: list[GroupData], opts: EvalOptions) -> DomainClassifi
     """The evaluation's domain classifier (loaded from its cache; trained there if absent)."""
     from fissionvae.evaluation.classifier import load_or_train
 
-    return load_or_train([(g.name, to_uint8(g.train_images), g.train_labels.numpy()) for g in groups], epochs=opts.classifier_epochs, progress=opts.progress)
+    return load_or_train(
+        [(g.name, to_uint8(g.train_images), g.train_labels.numpy()) for g in groups],
+        epochs=opts.classifier_epochs,
+        progress=opts.progress,
+    )
 
 
 def confident_share(probs: np.ndarray, threshold: float = CONFIDENT) -> float:
@@ -196,13 +200,23 @@ def verdict(numbers: dict[str, dict]) -> dict:
     nll_rel = f["neg_elbo"] / c["neg_elbo"] - 1
     fid_rel = f["fid"] / c["fid"] - 1 if "fid" in c and "fid" in f else None
     matched = nll_rel <= NLL_TOLERANCE and (fid_rel is None or fid_rel <= FID_TOLERANCE)
-    return {"matched": matched, "fid_relative": fid_rel, "neg_elbo_relative": nll_rel, "fid_tolerance": FID_TOLERANCE, "nll_tolerance": NLL_TOLERANCE}
+    return {
+        "matched": matched,
+        "fid_relative": fid_rel,
+        "neg_elbo_relative": nll_rel,
+        "fid_tolerance": FID_TOLERANCE,
+        "nll_tolerance": NLL_TOLERANCE,
+    }
 
 
 def verdict_sentence(v: dict, numbers: dict[str, dict]) -> str:
     """One plain sentence with the criterion and the two comparisons."""
     c, f = numbers["centralized"], numbers["federated"]
-    head = "The federated model matched the centralised one" if v["matched"] else "The federated model did not match the centralised one"
+    head = (
+        "The federated model matched the centralised one"
+        if v["matched"]
+        else "The federated model did not match the centralised one"
+    )
     parts = []
     if v["fid_relative"] is not None:
         parts.append(f"FID {f['fid']:.2f} vs {c['fid']:.2f} ({v['fid_relative']:+.1%})")
@@ -228,7 +242,9 @@ def figure_generations(runs: dict[str, StudyRun], path: Path) -> Path:
     return grids_side_by_side(panels, nrow=16, path=path, pixels_per_inch=110.0)
 
 
-def figure_tsne(test: torch.Tensor, labels: np.ndarray, generated: dict[str, tuple[torch.Tensor, np.ndarray]], path: Path, seed: int) -> Path:
+def figure_tsne(
+    test: torch.Tensor, labels: np.ndarray, generated: dict[str, tuple[torch.Tensor, np.ndarray]], path: Path, seed: int
+) -> Path:
     """Figure 4: t-SNE of test images and of each model's generations, one shared embedding."""
     return plot_joint_tsne(test, labels, {f"{LABELS[m]} generations": generated[m] for m in MODES}, path, seed)
 
@@ -253,16 +269,43 @@ def numbers_table(numbers: dict[str, dict]) -> str:
 
     rows = [
         ["schedule", c["schedule"], f["schedule"], ""],
-        [f"images processed (passes over {c['train_images']:,} training images)", f"{c['images_processed']:,} ({c['passes']:.1f})", f"{f['images_processed']:,} ({f['passes']:.1f})", ""],
-        ["training wall time, s (sum of round times)", _fmt(c["train_wall_seconds"], ".0f"), _fmt(f["train_wall_seconds"], ".0f"), ""],
+        [
+            f"images processed (passes over {c['train_images']:,} training images)",
+            f"{c['images_processed']:,} ({c['passes']:.1f})",
+            f"{f['images_processed']:,} ({f['passes']:.1f})",
+            "",
+        ],
+        [
+            "training wall time, s (sum of round times)",
+            _fmt(c["train_wall_seconds"], ".0f"),
+            _fmt(f["train_wall_seconds"], ".0f"),
+            "",
+        ],
         ["evaluation wall time, s", _fmt(c["eval_seconds"], ".0f"), _fmt(f["eval_seconds"], ".0f"), ""],
-        row(f"FID, lower is better ({c.get('fid_generated', '-')} generated vs {c.get('fid_real', '-')} test images)", "fid", relative=True),
-        [f"IS, MNIST digit classifier, higher is better ({c['generated']} generated, 10 splits)", f"{c['is_mean']:.2f} ± {c['is_std']:.2f}", f"{f['is_mean']:.2f} ± {f['is_std']:.2f}", _rel(f["is_mean"], c["is_mean"])],
+        row(
+            f"FID, lower is better ({c.get('fid_generated', '-')} generated vs {c.get('fid_real', '-')} test images)",
+            "fid",
+            relative=True,
+        ),
+        [
+            f"IS, MNIST digit classifier, higher is better ({c['generated']} generated, 10 splits)",
+            f"{c['is_mean']:.2f} ± {c['is_std']:.2f}",
+            f"{f['is_mean']:.2f} ± {f['is_std']:.2f}",
+            _rel(f["is_mean"], c["is_mean"]),
+        ],
         row(f"class coverage: entropy of predicted digits / ln 10 ({c['generated']} generated)", "coverage", ".3f"),
-        row(f"confident share: top class probability >= {CONFIDENT} ({c['generated']} generated)", "confident_share", ".3f"),
+        row(
+            f"confident share: top class probability >= {CONFIDENT} ({c['generated']} generated)",
+            "confident_share",
+            ".3f",
+        ),
         row(f"-ELBO, nats/image, lower is better ({c['nll_images']} test images)", "neg_elbo", relative=True),
         row("-ELBO, bits/dim", "neg_elbo_bits_per_dim", ".4f"),
-        row(f"importance-weighted NLL bound, K={c['iw_k']}, nats/image ({c['nll_images']} test images)", "iw_nll", relative=True),
+        row(
+            f"importance-weighted NLL bound, K={c['iw_k']}, nats/image ({c['nll_images']} test images)",
+            "iw_nll",
+            relative=True,
+        ),
         row("last round's test reconstruction term, nats/image", "final_test_recon"),
         row("last round's test KL term, nats/image", "final_test_kl"),
     ]
@@ -278,7 +321,14 @@ def study_command(preset: str, opts: EvalOptions) -> str:
     return " ".join(["fissionvae study dugdale", *args])
 
 
-def page_markdown(command: str, runs: dict[str, StudyRun], numbers: dict[str, dict], v: dict, figures: dict[str, str], tsne: dict[str, int]) -> str:
+def page_markdown(
+    command: str,
+    runs: dict[str, StudyRun],
+    numbers: dict[str, dict],
+    v: dict,
+    figures: dict[str, str],
+    tsne: dict[str, int],
+) -> str:
     """The figure page: verdict, numbers table, notes, four figures, settings."""
     head = [
         "# Dugdale (2023): federated vs centralised conv VAE on MNIST\n",
@@ -287,7 +337,12 @@ def page_markdown(command: str, runs: dict[str, StudyRun], numbers: dict[str, di
         "## Numbers\n",
         numbers_table(numbers),
     ]
-    lines = head + _number_notes(numbers["centralized"]) + _figure_sections(runs["federated"].cfg, figures, tsne) + _settings_notes(runs["federated"].cfg)
+    lines = (
+        head
+        + _number_notes(numbers["centralized"])
+        + _figure_sections(runs["federated"].cfg, figures, tsne)
+        + _settings_notes(runs["federated"].cfg)
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -378,7 +433,9 @@ def _settings_notes(cfg: RunConfig) -> list[str]:
 # --------------------------------------------------------------------------- entry point
 
 
-def _eval_options(p: StudyPreset, num_samples: int | None, iw_samples: int | None, data_dir, progress: bool, device: str = "cpu") -> EvalOptions:
+def _eval_options(
+    p: StudyPreset, num_samples: int | None, iw_samples: int | None, data_dir, progress: bool, device: str = "cpu"
+) -> EvalOptions:
     return EvalOptions(
         num_samples=num_samples if num_samples is not None else p.num_samples,
         iw_samples=iw_samples if iw_samples is not None else p.iw_samples,
@@ -389,7 +446,9 @@ def _eval_options(p: StudyPreset, num_samples: int | None, iw_samples: int | Non
     )
 
 
-def train_and_evaluate(p: StudyPreset, configs_dir: Path, runs_dir: Path, data_dir, opts: EvalOptions, bar: tqdm) -> dict[str, StudyRun]:
+def train_and_evaluate(
+    p: StudyPreset, configs_dir: Path, runs_dir: Path, data_dir, opts: EvalOptions, bar: tqdm
+) -> dict[str, StudyRun]:
     """Both runs of the preset, trained (or reused / resumed) and evaluated (or reused)."""
     runs = {}
     for mode in MODES:
@@ -405,7 +464,9 @@ def train_and_evaluate(p: StudyPreset, configs_dir: Path, runs_dir: Path, data_d
     return runs
 
 
-def generations_and_probs(runs: dict[str, StudyRun], groups: list[GroupData], opts: EvalOptions) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]:
+def generations_and_probs(
+    runs: dict[str, StudyRun], groups: list[GroupData], opts: EvalOptions
+) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]:
     """Each model's evaluation sample set (regenerated, identical to evaluate's) and its class probabilities."""
     clf = classifier_for(groups, opts)
     images, probs = {}, {}
@@ -474,30 +535,56 @@ def run_dugdale_study(
     return page
 
 
-def write_study_page(out: Path, preset: str, runs: dict[str, StudyRun], opts: EvalOptions, data_dir, start: float) -> Path:
+def write_study_page(
+    out: Path, preset: str, runs: dict[str, StudyRun], opts: EvalOptions, data_dir, start: float
+) -> Path:
     """Figures, ``dugdale.json`` and ``dugdale.md`` of two evaluated runs; returns the page."""
     tsne_points = PRESETS[preset].tsne_points
     groups = load_groups(runs["federated"].cfg, data_dir)
     images, probs = generations_and_probs(runs, groups, opts)
     train_images = len(groups[0].train_images)
     curves = {m: loss_curve(runs[m].run.metrics(), runs[m].epochs_per_round, train_images) for m in MODES}
-    tsne = {"test": min(tsne_points, len(groups[0].test_images)), "generated": min(tsne_points, *(len(x) for x in images.values()))}
+    tsne = {
+        "test": min(tsne_points, len(groups[0].test_images)),
+        "generated": min(tsne_points, *(len(x) for x in images.values())),
+    }
     figures = draw_figures(out, runs, groups[0], images, probs, curves, tsne)
     numbers = {m: run_numbers(runs[m], curves[m], train_images, probs[m]) for m in MODES}
     v = verdict(numbers)
     command = study_command(preset, opts)
-    summary = {"preset": preset, "command": command, "verdict": v, "sentence": verdict_sentence(v, numbers), "tsne_points": tsne}
+    summary = {
+        "preset": preset,
+        "command": command,
+        "verdict": v,
+        "sentence": verdict_sentence(v, numbers),
+        "tsne_points": tsne,
+    }
     atomic_write_json(out / "dugdale.json", summary | numbers | {"study_seconds": time.perf_counter() - start})
     return atomic_write_text(out / "dugdale.md", page_markdown(command, runs, numbers, v, figures, tsne))
 
 
-def draw_figures(out: Path, runs: dict[str, StudyRun], group: GroupData, images: dict[str, torch.Tensor], probs: dict[str, np.ndarray], curves: dict[str, LossCurve], tsne: dict[str, int]) -> dict[str, str]:
+def draw_figures(
+    out: Path,
+    runs: dict[str, StudyRun],
+    group: GroupData,
+    images: dict[str, torch.Tensor],
+    probs: dict[str, np.ndarray],
+    curves: dict[str, LossCurve],
+    tsne: dict[str, int],
+) -> dict[str, str]:
     """Figures 1-4 as PNGs in ``out``; returns figure key -> file name."""
-    files = {"reconstructions": "figure1_reconstructions.png", "generations": "figure2_generations.png", "losses": "figure3_losses.png", "tsne": "figure4_tsne.png"}
+    files = {
+        "reconstructions": "figure1_reconstructions.png",
+        "generations": "figure2_generations.png",
+        "losses": "figure3_losses.png",
+        "tsne": "figure4_tsne.png",
+    }
     figure_reconstructions(runs, group.test_images, out / files["reconstructions"])
     figure_generations(runs, out / files["generations"])
     plot_loss_overlay({f"{LABELS[m]} ({runs[m].schedule()})": curves[m] for m in MODES}, out / files["losses"])
     k, n = tsne["generated"], tsne["test"]
     generated = {m: (images[m][:k].float() / 255, probs[m][:k].argmax(axis=1)) for m in MODES}
-    figure_tsne(group.test_images[:n], group.test_labels[:n].numpy(), generated, out / files["tsne"], runs["federated"].cfg.seed)
+    figure_tsne(
+        group.test_images[:n], group.test_labels[:n].numpy(), generated, out / files["tsne"], runs["federated"].cfg.seed
+    )
     return files

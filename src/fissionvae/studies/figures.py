@@ -27,7 +27,9 @@ def _plt():
     return plt
 
 
-def grids_side_by_side(panels: list[tuple[str, Tensor]], nrow: int, path: str | Path, pixels_per_inch: float = 55.0) -> Path:
+def grids_side_by_side(
+    panels: list[tuple[str, Tensor]], nrow: int, path: str | Path, pixels_per_inch: float = 55.0
+) -> Path:
     """One figure of image grids, left to right, each under its title.
 
     Parameters
@@ -50,7 +52,9 @@ def grids_side_by_side(panels: list[tuple[str, Tensor]], nrow: int, path: str | 
     plt = _plt()
     grids = [image_grid(images, nrow) for _, images in panels]
     height, width = max(g.shape[0] for g in grids), max(g.shape[1] for g in grids)
-    fig, axes = plt.subplots(1, len(panels), figsize=(len(panels) * width / pixels_per_inch + 0.5, height / pixels_per_inch + 0.6))
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(len(panels) * width / pixels_per_inch + 0.5, height / pixels_per_inch + 0.6)
+    )
     for ax, (title, _), grid in zip(np.atleast_1d(axes), panels, grids):
         ax.imshow(grid, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         ax.set_title(title, fontsize=10)
@@ -136,7 +140,13 @@ def plot_loss_overlay(curves: dict[str, LossCurve], path: str | Path, log_y: boo
     return out
 
 
-def plot_joint_tsne(test: Tensor, test_labels: np.ndarray, generated: dict[str, tuple[Tensor, np.ndarray]], path: str | Path, seed: int = 0) -> Path:
+def plot_joint_tsne(
+    test: Tensor,
+    test_labels: np.ndarray,
+    generated: dict[str, tuple[Tensor, np.ndarray]],
+    path: str | Path,
+    seed: int = 0,
+) -> Path:
     """Dugdale's Figure 4 on one shared t-SNE embedding: test images, then each model's generations.
 
     All images are embedded together (PCA to 50 dimensions, then t-SNE; see
@@ -172,7 +182,10 @@ def plot_joint_tsne(test: Tensor, test_labels: np.ndarray, generated: dict[str, 
         axes[i].scatter(real[:, 0], real[:, 1], s=3, c="0.85")
         axes[i].scatter(pts[:, 0], pts[:, 1], s=3, c=predicted, cmap="tab10", vmin=-0.5, vmax=9.5)
         axes[i].set_title(f"{title} ({len(pts)})")
-    fig.suptitle("one t-SNE of all images; colour: label of test images, predicted class of generations (test images grey beside them)", fontsize=10)
+    fig.suptitle(
+        "one t-SNE of all images; colour: label of test images, predicted class of generations (test images grey beside them)",
+        fontsize=10,
+    )
     fig.colorbar(sc, ax=list(axes), ticks=range(10), label="digit", shrink=0.8)
     out = save_figure(fig, path)
     plt.close(fig)

@@ -58,23 +58,41 @@ FID_IMAGES_PER_CPU_SECOND = 6.0  # FID Inception on one core of the 2-core dev m
 
 # Table 1 names of the shipped configs (configs/mixed_mnist/<stem>.yaml)
 FAMILY = {
-    "fedvae": "FedVAE", "fission_l": "FissionVAE+L", "fission_d": "FissionVAE+D", "fission_ld": "FissionVAE+L+D",
-    "fission_hld": "FissionVAE+H+L+D", "fission_hld_learnable": "FissionVAE+H+L+D",
+    "fedvae": "FedVAE",
+    "fission_l": "FissionVAE+L",
+    "fission_d": "FissionVAE+D",
+    "fission_ld": "FissionVAE+L+D",
+    "fission_hld": "FissionVAE+H+L+D",
+    "fission_hld_learnable": "FissionVAE+H+L+D",
 }
 # (model, prior) -> config stem of Table 5; "+L+D identical" is FissionVAE+D
 TABLE5_CONFIGS = {
-    ("FissionVAE+L+D", "identical"): "fission_d", ("FissionVAE+L+D", "one-hot"): "fission_ld_onehot",
-    ("FissionVAE+L+D", "symmetrical"): "fission_ld_symmetrical", ("FissionVAE+L+D", "random"): "fission_ld_random",
+    ("FissionVAE+L+D", "identical"): "fission_d",
+    ("FissionVAE+L+D", "one-hot"): "fission_ld_onehot",
+    ("FissionVAE+L+D", "symmetrical"): "fission_ld_symmetrical",
+    ("FissionVAE+L+D", "random"): "fission_ld_random",
     ("FissionVAE+L+D", "wave"): "fission_ld",
-    ("FissionVAE+H+L+D", "identical"): "fission_hld_identical", ("FissionVAE+H+L+D", "one-hot"): "fission_hld_onehot",
-    ("FissionVAE+H+L+D", "symmetrical"): "fission_hld_symmetrical", ("FissionVAE+H+L+D", "random"): "fission_hld_random",
-    ("FissionVAE+H+L+D", "wave"): "fission_hld", ("FissionVAE+H+L+D", "learnable"): "fission_hld_learnable",
+    ("FissionVAE+H+L+D", "identical"): "fission_hld_identical",
+    ("FissionVAE+H+L+D", "one-hot"): "fission_hld_onehot",
+    ("FissionVAE+H+L+D", "symmetrical"): "fission_hld_symmetrical",
+    ("FissionVAE+H+L+D", "random"): "fission_hld_random",
+    ("FissionVAE+H+L+D", "wave"): "fission_hld",
+    ("FissionVAE+H+L+D", "learnable"): "fission_hld_learnable",
 }
 # Table 6 (Mixed MNIST, federated, +H+L+D learnable): FashionMNIST branch -> (config, {part: (FID, IS, NLL)})
 PAPER_TABLE6 = {
-    "homogeneous (3-layer MLPs)": ("fission_hld_learnable", {"mnist": (46.73, 2.41, 0.38), "fashion": (61.81, 2.92, 0.61), "overall": (47.72, 2.98, 0.30)}),
-    "deeper MLP (+2 layers in p(z1|z2) and p(x|z1))": ("fission_hld_fashion_deep", {"mnist": (49.54, 2.38, 0.33), "fashion": (60.95, 2.90, 0.78), "overall": (48.79, 2.95, 0.39)}),
-    "deeper MLP + conv p(x|z1)": ("fission_hld_fashion_deepconv", {"mnist": (48.21, 2.38, 0.38), "fashion": (65.82, 2.99, 0.60), "overall": (50.16, 3.00, 0.30)}),
+    "homogeneous (3-layer MLPs)": (
+        "fission_hld_learnable",
+        {"mnist": (46.73, 2.41, 0.38), "fashion": (61.81, 2.92, 0.61), "overall": (47.72, 2.98, 0.30)},
+    ),
+    "deeper MLP (+2 layers in p(z1|z2) and p(x|z1))": (
+        "fission_hld_fashion_deep",
+        {"mnist": (49.54, 2.38, 0.33), "fashion": (60.95, 2.90, 0.78), "overall": (48.79, 2.95, 0.39)},
+    ),
+    "deeper MLP + conv p(x|z1)": (
+        "fission_hld_fashion_deepconv",
+        {"mnist": (48.21, 2.38, 0.38), "fashion": (65.82, 2.99, 0.60), "overall": (50.16, 3.00, 0.30)},
+    ),
 }
 # Table 7 (+H+L+D wave, federated): pathway (None = the default z2) -> (label, (FID, IS))
 PAPER_TABLE7 = {
@@ -162,29 +180,61 @@ class Plan:
 def table3() -> TableSpec:
     """FedVAE, +L, +D, +L+D (wave), +H+L+D (learnable), each federated and centralised."""
     rows = []
-    for stem, label in (("fedvae", "FedVAE"), ("fission_l", "FissionVAE+L (wave)"), ("fission_d", "FissionVAE+D"), ("fission_ld", "FissionVAE+L+D (wave)"), ("fission_hld_learnable", "FissionVAE+H+L+D (learnable)")):
+    for stem, label in (
+        ("fedvae", "FedVAE"),
+        ("fission_l", "FissionVAE+L (wave)"),
+        ("fission_d", "FissionVAE+D"),
+        ("fission_ld", "FissionVAE+L+D (wave)"),
+        ("fission_hld_learnable", "FissionVAE+H+L+D (learnable)"),
+    ):
         modes = ("federated", "centralized")
-        rows.append(Row(label, {m: EvalSpec(RunSpec(stem, m)) for m in modes}, {m: PAPER_TABLE3[FAMILY[stem]][m] for m in modes}))
-    return TableSpec("3", "Table 3: federated and centralised generation, Mixed MNIST", ("federated", "centralized"), rows)
+        rows.append(
+            Row(
+                label, {m: EvalSpec(RunSpec(stem, m)) for m in modes}, {m: PAPER_TABLE3[FAMILY[stem]][m] for m in modes}
+            )
+        )
+    return TableSpec(
+        "3", "Table 3: federated and centralised generation, Mixed MNIST", ("federated", "centralized"), rows
+    )
 
 
 def table5() -> TableSpec:
     """+L+D with five z1 priors, +H+L+D with the five and learnable, federated."""
-    rows = [Row(f"{model[len('FissionVAE'):]} {prior}", {"federated": EvalSpec(RunSpec(stem))}, {"federated": PAPER_TABLE5[(model, prior)]}) for (model, prior), stem in TABLE5_CONFIGS.items()]
+    rows = [
+        Row(
+            f"{model[len('FissionVAE') :]} {prior}",
+            {"federated": EvalSpec(RunSpec(stem))},
+            {"federated": PAPER_TABLE5[(model, prior)]},
+        )
+        for (model, prior), stem in TABLE5_CONFIGS.items()
+    ]
     return TableSpec("5", "Table 5: z1 prior strategies, federated, Mixed MNIST", ("federated",), rows)
 
 
 def table6() -> TableSpec:
     """+H+L+D (learnable) with the FashionMNIST branch homogeneous, deeper, deeper + conv, federated."""
-    rows = [Row(label, {"federated": EvalSpec(RunSpec(stem))}, {"federated": paper}) for label, (stem, paper) in PAPER_TABLE6.items()]
-    return TableSpec("6", "Table 6: heterogeneous decoder branches (FashionMNIST branch), +H+L+D, federated, Mixed MNIST", ("federated",), rows)
+    rows = [
+        Row(label, {"federated": EvalSpec(RunSpec(stem))}, {"federated": paper})
+        for label, (stem, paper) in PAPER_TABLE6.items()
+    ]
+    return TableSpec(
+        "6",
+        "Table 6: heterogeneous decoder branches (FashionMNIST branch), +H+L+D, federated, Mixed MNIST",
+        ("federated",),
+        rows,
+    )
 
 
 def table7() -> TableSpec:
     """The three generation pathways of +H+L+D (wave), federated: evaluations of one run."""
     run = RunSpec("fission_hld")
-    rows = [Row(label, {"federated": EvalSpec(run, pathway)}, {"federated": paper}) for pathway, (label, paper) in PAPER_TABLE7.items()]
-    return TableSpec("7", "Table 7: generation pathways of FissionVAE+H+L+D (wave), federated, Mixed MNIST", ("federated",), rows)
+    rows = [
+        Row(label, {"federated": EvalSpec(run, pathway)}, {"federated": paper})
+        for pathway, (label, paper) in PAPER_TABLE7.items()
+    ]
+    return TableSpec(
+        "7", "Table 7: generation pathways of FissionVAE+H+L+D (wave), federated, Mixed MNIST", ("federated",), rows
+    )
 
 
 def figure10() -> TableSpec:
@@ -194,7 +244,9 @@ def figure10() -> TableSpec:
         Row("pathway 1, each group's own prior", {"federated": EvalSpec(run, "z1-z2-z1")}),
         Row("pathway 1, the two groups' priors swapped", {"federated": EvalSpec(run, "z1-z2-z1", prior_swap=True)}),
     ]
-    return TableSpec("10", "Figure 10: swapping the groups' z1 priors (pathway 1), +H+L+D (wave), federated", ("federated",), rows)
+    return TableSpec(
+        "10", "Figure 10: swapping the groups' z1 priors (pathway 1), +H+L+D (wave), federated", ("federated",), rows
+    )
 
 
 BUILDERS = {"3": table3, "5": table5, "6": table6, "7": table7, "10": figure10}
@@ -204,10 +256,16 @@ def parse_tables(text: str | None) -> tuple[str, ...]:
     """``"3,7"`` -> ("3", "7") in the paper's order; None or "all" -> every table."""
     if text is None or text.strip().lower() == "all":
         return TABLES
-    asked = {t.strip().lower().removeprefix("table").removeprefix("figure").removeprefix("fig").strip() for t in text.split(",") if t.strip()}
+    asked = {
+        t.strip().lower().removeprefix("table").removeprefix("figure").removeprefix("fig").strip()
+        for t in text.split(",")
+        if t.strip()
+    }
     unknown = sorted(asked - set(TABLES))
     if unknown or not asked:
-        raise ValueError(f"--tables {text!r}: unknown table(s) {unknown}; choose from {', '.join(TABLES)} (10 = Figure 10) or 'all'")
+        raise ValueError(
+            f"--tables {text!r}: unknown table(s) {unknown}; choose from {', '.join(TABLES)} (10 = Figure 10) or 'all'"
+        )
     return tuple(t for t in TABLES if t in asked)
 
 
@@ -279,11 +337,18 @@ class Scale:
         """``--set`` overrides that turn a paper-setting config into this scale's."""
         if self.label == "full":
             return []
-        out = [f"train.rounds={self.count(cfg.train.rounds)}", f"train.centralized_epochs={self.count(cfg.train.centralized_epochs)}"]
+        out = [
+            f"train.rounds={self.count(cfg.train.rounds)}",
+            f"train.centralized_epochs={self.count(cfg.train.centralized_epochs)}",
+        ]
         if self.tiny:
             out += ["train.local_epochs=1", "eval.test_per_group=40", "eval.grid_size=16", "eval.recon_per_group=4"]
             for i in range(len(cfg.data.groups)):
-                out += [f"data.groups.{i}.clients=2", f"data.groups.{i}.train_size=200", f"data.groups.{i}.test_size=40"]
+                out += [
+                    f"data.groups.{i}.clients=2",
+                    f"data.groups.{i}.train_size=200",
+                    f"data.groups.{i}.test_size=40",
+                ]
         return out
 
 
@@ -337,7 +402,13 @@ class StudyOptions:
         return " ".join(args)
 
 
-def resolve_config(spec: RunSpec, scale: Scale, configs_dir: Path = CONFIGS_DIR, overrides: tuple[str, ...] | list[str] = (), device: str | None = None) -> RunConfig:
+def resolve_config(
+    spec: RunSpec,
+    scale: Scale,
+    configs_dir: Path = CONFIGS_DIR,
+    overrides: tuple[str, ...] | list[str] = (),
+    device: str | None = None,
+) -> RunConfig:
     """The run config of ``spec`` at ``scale``: the config file, its mode, the scale's sizes, a scale-labelled name."""
     path = Path(configs_dir) / f"{spec.config}.yaml"
     base = load_study_config(path)
@@ -415,7 +486,9 @@ def lookup_result(run: RunDir | None, status: dict | None, eopts: EvalOptions) -
     return result if eval_matches(result, run, eopts) else None
 
 
-def train_run(spec: RunSpec, cfg: RunConfig, opts: StudyOptions, may_train: bool) -> tuple[RunDir | None, dict | None, bool]:
+def train_run(
+    spec: RunSpec, cfg: RunConfig, opts: StudyOptions, may_train: bool
+) -> tuple[RunDir | None, dict | None, bool]:
     """The run of ``cfg``: reused when finished, else trained or resumed when ``may_train``.
 
     Returns (folder or None, its status or None, whether this call trained it).
@@ -436,7 +509,9 @@ def evaluate_cell(ev: EvalSpec, cfg: RunConfig, run: RunDir | None, status: dict
     return outcome
 
 
-def train_and_evaluate(plan: Plan, cfgs: dict[RunSpec, RunConfig], opts: StudyOptions, bar: tqdm) -> dict[EvalSpec, Outcome]:
+def train_and_evaluate(
+    plan: Plan, cfgs: dict[RunSpec, RunConfig], opts: StudyOptions, bar: tqdm
+) -> dict[EvalSpec, Outcome]:
     """Each run in table order: trained (within ``max_runs``), then its cells evaluated; returns every cell."""
     outcomes, started = {}, 0
     for spec in plan.runs:
@@ -480,7 +555,12 @@ def run_fission_study(opts: StudyOptions) -> Path:
     start = time.perf_counter()
     plan = make_plan(opts.tables)
     cfgs = {spec: resolve_config(spec, opts.scale, opts.configs_dir, opts.overrides, opts.device) for spec in plan.runs}
-    with tqdm(total=len(plan.runs) + len(plan.evals) + 1, desc=f"fission study ({opts.scale.label})", unit="step", disable=not opts.progress) as bar:
+    with tqdm(
+        total=len(plan.runs) + len(plan.evals) + 1,
+        desc=f"fission study ({opts.scale.label})",
+        unit="step",
+        disable=not opts.progress,
+    ) as bar:
         outcomes = train_and_evaluate(plan, cfgs, opts, bar)
         fill_from_fallback(plan, outcomes, opts)
         bar.set_postfix_str("page")
@@ -501,14 +581,20 @@ def describe_plan(opts: StudyOptions, samples_per_second: float = 5000.0) -> str
         passes = planned_sample_passes(cfg)
         left = passes * (1 - (status or {}).get("rounds_done", 0) / cfg.effective_rounds)
         total += left
-        lines.append(f"{cfg.name:<44} {','.join(plan.tables_of(spec)):<10} {state:<22} {passes:>14,.0f} {left / samples_per_second / 3600:>6.2f}")
+        lines.append(
+            f"{cfg.name:<44} {','.join(plan.tables_of(spec)):<10} {state:<22} {passes:>14,.0f} {left / samples_per_second / 3600:>6.2f}"
+        )
     n_eval = len(plan.evals)
     gen = opts.num_samples or opts.scale.num_samples() or PAPER_EVAL_IMAGES
-    lines.append(f"{len(plan.runs)} runs; training left: {total:,.0f} sample passes = {total / samples_per_second / 3600:.1f} h at {samples_per_second:,.0f} samples/s")
+    lines.append(
+        f"{len(plan.runs)} runs; training left: {total:,.0f} sample passes = {total / samples_per_second / 3600:.1f} h at {samples_per_second:,.0f} samples/s"
+    )
     fid_images = n_eval * gen
     lines.append(
         f"{n_eval} evaluations x {gen:,} generated images = {fid_images:,} images through the FID Inception (plus {PAPER_EVAL_IMAGES:,} test images once, cached): "
-        f"{fid_images / FID_IMAGES_PER_CPU_SECOND / 3600:.1f} h of one CPU core at {FID_IMAGES_PER_CPU_SECOND:g} images/s (docs/benchmarks.md)" if opts.fid else f"{n_eval} evaluations, no FID"
+        f"{fid_images / FID_IMAGES_PER_CPU_SECOND / 3600:.1f} h of one CPU core at {FID_IMAGES_PER_CPU_SECOND:g} images/s (docs/benchmarks.md)"
+        if opts.fid
+        else f"{n_eval} evaluations, no FID"
     )
     return "\n".join(lines)
 
@@ -517,4 +603,3 @@ def count_passes(run: RunDir, cfg: RunConfig) -> int:
     """Training images processed by a run so far (client updates x local epochs)."""
     epochs = 1 if cfg.mode == "centralized" else cfg.train.local_epochs
     return sum(m["num_samples"] * epochs for m in run.metrics() if m.get("type") == "client")
-

@@ -144,7 +144,13 @@ class Cells:
         gen = f"{n['generated']:,}" + (" (reduced)" if n["reduced_count"] else "")
         st = o.status or {}
         rounds = f"{st.get('rounds_done', 0)}" + ("" if o.scale == self.opts.scale else f" [{o.scale.label}]")
-        return [_groups(n["fid_groups"]), _groups(n["purity"], 3), gen, rounds, f"{float(st.get('wall_seconds', 0.0)) / 60:.1f}"]
+        return [
+            _groups(n["fid_groups"]),
+            _groups(n["purity"], 3),
+            gen,
+            rounds,
+            f"{float(st.get('wall_seconds', 0.0)) / 60:.1f}",
+        ]
 
 
 # --------------------------------------------------------------------------- tables
@@ -160,8 +166,18 @@ def table_blocks(t: TableSpec, cells: Cells) -> list[Block]:
         headers = ["model", "z1 prior", "FID", "IS*"]
         rows = [r.label.split(" ", 1) + cells.triple(r.evals["federated"], r.paper["federated"])[:2] for r in t.rows]
     elif t.key == "6":
-        headers = ["FashionMNIST branch"] + [f"{part} {q}" for part in ("MNIST", "Fashion", "overall") for q in ("FID", "IS*", "NLL")]
-        rows = [[r.label] + [c for part in ("mnist", "fashion", "overall") for c in cells.triple(r.evals["federated"], r.paper["federated"][part], part)] for r in t.rows]
+        headers = ["FashionMNIST branch"] + [
+            f"{part} {q}" for part in ("MNIST", "Fashion", "overall") for q in ("FID", "IS*", "NLL")
+        ]
+        rows = [
+            [r.label]
+            + [
+                c
+                for part in ("mnist", "fashion", "overall")
+                for c in cells.triple(r.evals["federated"], r.paper["federated"][part], part)
+            ]
+            for r in t.rows
+        ]
     else:  # Table 7, Figure 10
         headers = ["pathway" if t.key == "7" else "sampling", "FID", "IS*"]
         rows = [[r.label] + cells.triple(r.evals["federated"], r.paper.get("federated", ()))[:2] for r in t.rows]
@@ -170,7 +186,19 @@ def table_blocks(t: TableSpec, cells: Cells) -> list[Block]:
         ("h", 2, t.title),
         ("table", headers, rows),
         ("p", "Per group (the paper reports overall numbers only, except Table 6):"),
-        ("table", ["row", "mode", "FID per group", "group purity", "generated images", "rounds (central: epochs)", "train wall, min"], detail_rows),
+        (
+            "table",
+            [
+                "row",
+                "mode",
+                "FID per group",
+                "group purity",
+                "generated images",
+                "rounds (central: epochs)",
+                "train wall, min",
+            ],
+            detail_rows,
+        ),
     ]
 
 
@@ -195,7 +223,9 @@ def baseline_rows(baselines: tuple[Path, ...]) -> list[list[str]]:
     for folder in baselines:
         path = Path(folder) / "eval.json"
         if not path.is_file():
-            raise FileNotFoundError(f"--baseline {folder}: no eval.json; evaluate the run first (fissionvae evaluate {folder})")
+            raise FileNotFoundError(
+                f"--baseline {folder}: no eval.json; evaluate the run first (fissionvae evaluate {folder})"
+            )
         r = json.loads(path.read_text())
         name, paper = _baseline_label(Path(folder), r)
         by_name.setdefault(name, {})[r["mode"]] = r
@@ -248,24 +278,81 @@ def claims(plan: Plan, cells: Cells) -> list[list[str]]:
     t3 = ["FedVAE", "FissionVAE+L (wave)", "FissionVAE+D", "FissionVAE+L+D (wave)", "FissionVAE+H+L+D (learnable)"]
     hld = ["identical", "one-hot", "symmetrical", "random", "wave"]
     specs: list[tuple[str, str, str, Callable[[], list[float | None]], Callable[[list[float]], bool], str]] = [
-        ("3", "Table 3: every FissionVAE variant beats FedVAE in federated FID", "117.03 vs 40.78-64.99",
-         lambda: [fid("3", m) for m in t3], lambda v: all(x < v[0] for x in v[1:]), "FedVAE then the four variants"),
-        ("3", "Table 3: decoder branches (+D) help more than group priors (+L), federated", "+D 40.78 < +L 64.99",
-         lambda: [fid("3", t3[2]), fid("3", t3[1])], lambda v: v[0] < v[1], "+D, +L"),
-        ("3", "Table 3: centralised training beats federated for every model (FID)", "e.g. FedVAE 40.59 vs 117.03",
-         lambda: [x for m in t3 for x in (fid("3", m, "centralized"), fid("3", m))], lambda v: all(c < f for c, f in zip(v[::2], v[1::2])), "(central, fed) per model"),
-        ("3", "Figures 2/4: federated FedVAE blends the groups, +D keeps them apart (mean group purity)", "qualitative",
-         lambda: [purity("3", t3[0]), purity("3", t3[2])], lambda v: v[0] < v[1], "FedVAE, +D"),
-        ("5", "Table 5: with fixed z1 priors, +H+L+D is worse than +L+D (FID, each prior)", "53.2-58.2 vs 40.8-43.3",
-         lambda: [x for p in hld for x in (fid("5", f"+H+L+D {p}"), fid("5", f"+L+D {p}"))], lambda v: all(h > l for h, l in zip(v[::2], v[1::2])), "(+H+L+D, +L+D) per prior"),
-        ("5", "Table 5: the learnable prior is the best of the six +H+L+D priors", "47.72 vs 53.22-58.21",
-         lambda: [fid("5", "+H+L+D learnable")] + [fid("5", f"+H+L+D {p}") for p in hld], lambda v: all(v[0] < x for x in v[1:]), "learnable, then the five fixed"),
-        ("6", "Table 6: heterogeneous FashionMNIST branches do not improve overall FID (homogeneous <= deeper <= deeper + conv)", "47.72 <= 48.79 <= 50.16",
-         lambda: [fid("6", label) for label in [r.label for t in plan.tables if t.key == "6" for r in t.rows]], lambda v: v[0] <= v[1] <= v[2], "homogeneous, deeper, deeper + conv"),
-        ("7", "Table 7: the default pathway z2 -> z1 -> x is best, z1 -> x worst", "53.68 < 93.79 < 124.76",
-         lambda: [fid("7", PAPER_TABLE7[p][0]) for p in (None, "z1-z2-z1", "z1")], lambda v: v[0] < v[1] < v[2], "z2 (default), z1-z2-z1, z1"),
-        ("10", "Figure 10: swapping the two groups' priors collapses generation (FID up)", "qualitative (images)",
-         lambda: [fid("10", "pathway 1, each group's own prior"), fid("10", "pathway 1, the two groups' priors swapped")], lambda v: v[1] > v[0], "own priors, swapped"),
+        (
+            "3",
+            "Table 3: every FissionVAE variant beats FedVAE in federated FID",
+            "117.03 vs 40.78-64.99",
+            lambda: [fid("3", m) for m in t3],
+            lambda v: all(x < v[0] for x in v[1:]),
+            "FedVAE then the four variants",
+        ),
+        (
+            "3",
+            "Table 3: decoder branches (+D) help more than group priors (+L), federated",
+            "+D 40.78 < +L 64.99",
+            lambda: [fid("3", t3[2]), fid("3", t3[1])],
+            lambda v: v[0] < v[1],
+            "+D, +L",
+        ),
+        (
+            "3",
+            "Table 3: centralised training beats federated for every model (FID)",
+            "e.g. FedVAE 40.59 vs 117.03",
+            lambda: [x for m in t3 for x in (fid("3", m, "centralized"), fid("3", m))],
+            lambda v: all(c < f for c, f in zip(v[::2], v[1::2])),
+            "(central, fed) per model",
+        ),
+        (
+            "3",
+            "Figures 2/4: federated FedVAE blends the groups, +D keeps them apart (mean group purity)",
+            "qualitative",
+            lambda: [purity("3", t3[0]), purity("3", t3[2])],
+            lambda v: v[0] < v[1],
+            "FedVAE, +D",
+        ),
+        (
+            "5",
+            "Table 5: with fixed z1 priors, +H+L+D is worse than +L+D (FID, each prior)",
+            "53.2-58.2 vs 40.8-43.3",
+            lambda: [x for p in hld for x in (fid("5", f"+H+L+D {p}"), fid("5", f"+L+D {p}"))],
+            lambda v: all(h > l for h, l in zip(v[::2], v[1::2])),
+            "(+H+L+D, +L+D) per prior",
+        ),
+        (
+            "5",
+            "Table 5: the learnable prior is the best of the six +H+L+D priors",
+            "47.72 vs 53.22-58.21",
+            lambda: [fid("5", "+H+L+D learnable")] + [fid("5", f"+H+L+D {p}") for p in hld],
+            lambda v: all(v[0] < x for x in v[1:]),
+            "learnable, then the five fixed",
+        ),
+        (
+            "6",
+            "Table 6: heterogeneous FashionMNIST branches do not improve overall FID (homogeneous <= deeper <= deeper + conv)",
+            "47.72 <= 48.79 <= 50.16",
+            lambda: [fid("6", label) for label in [r.label for t in plan.tables if t.key == "6" for r in t.rows]],
+            lambda v: v[0] <= v[1] <= v[2],
+            "homogeneous, deeper, deeper + conv",
+        ),
+        (
+            "7",
+            "Table 7: the default pathway z2 -> z1 -> x is best, z1 -> x worst",
+            "53.68 < 93.79 < 124.76",
+            lambda: [fid("7", PAPER_TABLE7[p][0]) for p in (None, "z1-z2-z1", "z1")],
+            lambda v: v[0] < v[1] < v[2],
+            "z2 (default), z1-z2-z1, z1",
+        ),
+        (
+            "10",
+            "Figure 10: swapping the two groups' priors collapses generation (FID up)",
+            "qualitative (images)",
+            lambda: [
+                fid("10", "pathway 1, each group's own prior"),
+                fid("10", "pathway 1, the two groups' priors swapped"),
+            ],
+            lambda v: v[1] > v[0],
+            "own priors, swapped",
+        ),
     ]
     tables = {t.key for t in plan.tables}
     rows = []
@@ -296,7 +383,9 @@ def runs_rows(plan: Plan, outcomes: dict[EvalSpec, Outcome]) -> tuple[list[list[
         eval_s = sum((x.result or {}).get("seconds", 0.0) for x in os_)
         totals["eval_seconds"] += eval_s
         if o.run is None:
-            rows.append([name, ",".join(plan.tables_of(o.spec.run)), "not started", f"0 / {planned:,.0f}", "-", "-", "-", "-"])
+            rows.append(
+                [name, ",".join(plan.tables_of(o.spec.run)), "not started", f"0 / {planned:,.0f}", "-", "-", "-", "-"]
+            )
             continue
         st = o.status or {}
         passes = count_passes(o.run, o.cfg)
@@ -304,10 +393,18 @@ def runs_rows(plan: Plan, outcomes: dict[EvalSpec, Outcome]) -> tuple[list[list[
         totals["train_seconds"] += wall
         totals["passes"] += passes
         rate = f"{passes / wall:,.0f}" if wall > 0 else "-"
-        rows.append([
-            f"`{o.run.path.name}`", ",".join(plan.tables_of(o.spec.run)), f"{st.get('state')} {st.get('rounds_done', 0)}/{o.cfg.effective_rounds}",
-            f"{passes:,} / {planned:,.0f}", f"{wall / 60:.1f}", rate, f"{eval_s / 60:.1f}", ", ".join(x.spec.result_name for x in os_ if x.done) or "-",
-        ])
+        rows.append(
+            [
+                f"`{o.run.path.name}`",
+                ",".join(plan.tables_of(o.spec.run)),
+                f"{st.get('state')} {st.get('rounds_done', 0)}/{o.cfg.effective_rounds}",
+                f"{passes:,} / {planned:,.0f}",
+                f"{wall / 60:.1f}",
+                rate,
+                f"{eval_s / 60:.1f}",
+                ", ".join(x.spec.result_name for x in os_ if x.done) or "-",
+            ]
+        )
     return rows, totals
 
 
@@ -323,7 +420,9 @@ def _font(size: int = 12):
         return ImageFont.load_default()
 
 
-def mosaic(row_labels: list[str], col_labels: list[str], grids: list[list[torch.Tensor | None]], path: Path, nrow: int = 5) -> Path:
+def mosaic(
+    row_labels: list[str], col_labels: list[str], grids: list[list[torch.Tensor | None]], path: Path, nrow: int = 5
+) -> Path:
     """Image grids in a labelled table (rows x columns) as one greyscale PNG; None cells stay blank."""
     from PIL import Image, ImageDraw
 
@@ -413,14 +512,28 @@ def loss_figure(t: TableSpec, outcomes: dict[EvalSpec, Outcome], path: Path) -> 
         rounds = [m for m in o.run.metrics() if m.get("type") == "round"]
         for ax, g in zip(axes[0], groups):
             ys = [m.get(f"test/{g}/neg_elbo", np.nan) for m in rounds]
-            ax.plot([m["round"] for m in rounds], ys, "--" if o.cfg.mode == "centralized" else "-", color=colors[row % len(colors)], label=label, linewidth=1.2)
+            ax.plot(
+                [m["round"] for m in rounds],
+                ys,
+                "--" if o.cfg.mode == "centralized" else "-",
+                color=colors[row % len(colors)],
+                label=label,
+                linewidth=1.2,
+            )
     for ax, g in zip(axes[0], groups):
         ax.set_title(f"test negative ELBO, {g} (fixed test subset)", fontsize=10)
         ax.set_xlabel("round (centralised: epoch)")
         ax.set_ylabel("nats / image")
         ax.grid(alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=7, bbox_to_anchor=(0.5, -0.02 - 0.035 * ((len(labels) + 1) // 2)))
+    fig.legend(
+        handles,
+        labels,
+        loc="lower center",
+        ncol=2,
+        fontsize=7,
+        bbox_to_anchor=(0.5, -0.02 - 0.035 * ((len(labels) + 1) // 2)),
+    )
     fig.tight_layout()
     out = save_figure(fig, path)
     plt.close(fig)
@@ -441,7 +554,9 @@ def _inline_html(text: str) -> str:
 def tables_title(plan: Plan) -> str:
     """'Tables 3, 5, 6, 7 and Figure 10' for the plan's tables."""
     tables = [t.key for t in plan.tables if t.key != "10"]
-    parts = ([f"Table{'s' if len(tables) > 1 else ''} " + ", ".join(tables)] if tables else []) + (["Figure 10"] if any(t.key == "10" for t in plan.tables) else [])
+    parts = ([f"Table{'s' if len(tables) > 1 else ''} " + ", ".join(tables)] if tables else []) + (
+        ["Figure 10"] if any(t.key == "10" for t in plan.tables) else []
+    )
     return " and ".join(parts)
 
 
@@ -518,24 +633,56 @@ def write_page(plan: Plan, outcomes: dict[EvalSpec, Outcome], opts: StudyOptions
     cells, models, scale = Cells(outcomes, opts), Models(), opts.scale
     done = sum(o.done for o in outcomes.values())
     label = "the paper's scale" if not scale.reduced else f"REDUCED preset `{scale.label}`"
-    title = f"FissionVAE on Mixed MNIST: {tables_title(plan)}" + ("" if not scale.reduced else f" [REDUCED: {scale.label}]")
+    title = f"FissionVAE on Mixed MNIST: {tables_title(plan)}" + (
+        "" if not scale.reduced else f" [REDUCED: {scale.label}]"
+    )
     gen = opts.num_samples or scale.num_samples()
     blocks: list[Block] = [("h", 1, title)]
     if scale.reduced:
-        blocks.append(("p", f"**This page is a reduced-scale study (`{scale.label}`), not the paper's setting: fewer rounds/epochs and fewer generated images (see [Scale](#scale)). Its numbers are not comparable with the paper's.**"))
+        blocks.append(
+            (
+                "p",
+                f"**This page is a reduced-scale study (`{scale.label}`), not the paper's setting: fewer rounds/epochs and fewer generated images (see [Scale](#scale)). Its numbers are not comparable with the paper's.**",
+            )
+        )
     if opts.test_size is not None:
-        blocks.append(("p", f"**Evaluated against a seeded subset of {opts.test_size:,} test images per group (`--test-size`), not the full test sets: a reduced protocol.**"))
+        blocks.append(
+            (
+                "p",
+                f"**Evaluated against a seeded subset of {opts.test_size:,} test images per group (`--test-size`), not the full test sets: a reduced protocol.**",
+            )
+        )
     blocks += [
-        ("p", f"Written by `{opts.command()}` at {label}: {done} of {len(outcomes)} evaluation cells done, {len(plan.runs)} runs. Machine: {machine()}."),
-        ("p", "Every cell reads **ours (paper)**. `pending` cells are completed by running the same command again (it reuses finished runs, resumes interrupted ones from their last round and skips finished evaluations)."
-         + ("" if opts.fallback_scale is None else f" Cells marked `[{opts.fallback_scale.label}]` are not done at this scale yet and show the finished `{opts.fallback_scale.label}` preset's number instead (`{' '.join(opts.fallback_scale.cli_args())}`); they are not the paper's scale.")),
+        (
+            "p",
+            f"Written by `{opts.command()}` at {label}: {done} of {len(outcomes)} evaluation cells done, {len(plan.runs)} runs. Machine: {machine()}.",
+        ),
+        (
+            "p",
+            "Every cell reads **ours (paper)**. `pending` cells are completed by running the same command again (it reuses finished runs, resumes interrupted ones from their last round and skips finished evaluations)."
+            + (
+                ""
+                if opts.fallback_scale is None
+                else f" Cells marked `[{opts.fallback_scale.label}]` are not done at this scale yet and show the finished `{opts.fallback_scale.label}` preset's number instead (`{' '.join(opts.fallback_scale.cli_args())}`); they are not the paper's scale."
+            ),
+        ),
         ("h", 2, "Where we agree with the paper and where not"),
     ]
     verdict = assets / "verdict.md"
-    blocks.append(("md", verdict.read_text()) if verdict.is_file() else ("p", f"_Verdict not written yet: whoever runs the study reads the numbers below and writes it to `{verdict}`; rerunning the command includes it here._"))
+    blocks.append(
+        ("md", verdict.read_text())
+        if verdict.is_file()
+        else (
+            "p",
+            f"_Verdict not written yet: whoever runs the study reads the numbers below and writes it to `{verdict}`; rerunning the command includes it here._",
+        )
+    )
     claim_rows = claims(plan, cells)
     blocks += [
-        ("p", "The paper's comparative claims, checked mechanically against our numbers (same = our numbers order the same way):"),
+        (
+            "p",
+            "The paper's comparative claims, checked mechanically against our numbers (same = our numbers order the same way):",
+        ),
         ("table", ["claim", "paper", "ours", "same direction?"], claim_rows),
     ]
     figures = {}
@@ -546,27 +693,67 @@ def write_page(plan: Plan, outcomes: dict[EvalSpec, Outcome], opts: StudyOptions
         blocks += section
         fig = generation_figure(t, outcomes, models, assets / f"generations_table{t.key}.png")
         figures[f"generations_table{t.key}"] = fig.name
-        caption = f"Generations ({GRID_IMAGES} per model and group, the run seed's sample stream" + (", the same noise with and without the swap" if t.key == "10" else "") + "):"
+        caption = (
+            f"Generations ({GRID_IMAGES} per model and group, the run seed's sample stream"
+            + (", the same noise with and without the swap" if t.key == "10" else "")
+            + "):"
+        )
         blocks += [("p", caption), ("img", f"{PAGE}/{fig.name}", f"generations, {t.title}")]
         if t.key not in ("7", "10"):
             loss = loss_figure(t, outcomes, assets / f"loss_table{t.key}.png")
             if loss is not None:
                 figures[f"loss_table{t.key}"] = loss.name
-                blocks += [("p", "Test negative ELBO per round and group (nats/image on the fixed test subset of `eval.test_per_group` images per group; solid: federated, dashed: centralised, one colour per row):"), ("img", f"{PAGE}/{loss.name}", f"loss curves, {t.title}")]
+                blocks += [
+                    (
+                        "p",
+                        "Test negative ELBO per round and group (nats/image on the fixed test subset of `eval.test_per_group` images per group; solid: federated, dashed: centralised, one colour per row):",
+                    ),
+                    ("img", f"{PAGE}/{loss.name}", f"loss curves, {t.title}"),
+                ]
     rows, totals = runs_rows(plan, outcomes)
     blocks += [
         ("h", 2, "Runs"),
-        ("table", ["run folder", "tables", "state (rounds)", "sample passes done / expected", "train wall, min", "samples/s", "eval wall, min", "evaluations"], rows),
-        ("p", f"Totals: {totals['passes']:,} of {totals['planned_passes']:,.0f} expected sample passes; training {totals['train_seconds'] / 3600:.2f} h (sum of round times), evaluation {totals['eval_seconds'] / 3600:.2f} h; this call {seconds / 60:.1f} min."),
+        (
+            "table",
+            [
+                "run folder",
+                "tables",
+                "state (rounds)",
+                "sample passes done / expected",
+                "train wall, min",
+                "samples/s",
+                "eval wall, min",
+                "evaluations",
+            ],
+            rows,
+        ),
+        (
+            "p",
+            f"Totals: {totals['passes']:,} of {totals['planned_passes']:,.0f} expected sample passes; training {totals['train_seconds'] / 3600:.2f} h (sum of round times), evaluation {totals['eval_seconds'] / 3600:.2f} h; this call {seconds / 60:.1f} min.",
+        ),
     ]
     blocks += notes(opts, gen)
     md = render_md(blocks)
     atomic_write_text(out / f"{PAGE}.md", md)
     atomic_write_text(out / f"{PAGE}.html", render_html(blocks, title))
     dump = {
-        "command": opts.command(), "scale": scale.label, "written": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(), "figures": figures, "totals": totals,
+        "command": opts.command(),
+        "scale": scale.label,
+        "written": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": machine(),
+        "figures": figures,
+        "totals": totals,
         "claims": [dict(zip(("claim", "paper", "ours", "verdict"), r)) for r in claim_rows],
-        "cells": {ev.key: {"run": str(o.run.path) if o.run else None, "config": o.cfg.name, "scale": o.scale.label, "status": o.status, "numbers": cells.get(ev)} for ev, o in outcomes.items()},
+        "cells": {
+            ev.key: {
+                "run": str(o.run.path) if o.run else None,
+                "config": o.cfg.name,
+                "scale": o.scale.label,
+                "status": o.status,
+                "numbers": cells.get(ev),
+            }
+            for ev, o in outcomes.items()
+        },
     }
     atomic_write_json(assets / "study.json", dump)
     return out / f"{PAGE}.md"
@@ -577,17 +764,25 @@ def notes(opts: StudyOptions, gen: int | None) -> list[Block]:
     s = opts.scale
     return [
         ("h", 2, "How the numbers were made"),
-        ("ul", [
-            f"FID: TF-ported FID Inception-v3; overall = all generated images vs the union of both test sets, per group = a group's samples vs its test set{'' if opts.test_size is None else f' (reduced: a seeded subset of {opts.test_size:,} test images per group, also the NLL test set)'}. Generated images per evaluation: {'20,000 (the paper protocol: as many as the test images, each group its share)' if gen is None else f'{gen:,} (reduced; FID is biased upwards at small counts, about c/N: compare only numbers with the same count)'}.",
-            "IS*: the tool's domain classifier (20 classes: 10 digits + 10 clothes), not the ImageNet Inception head the paper used; its scale differs from the paper's IS, so only the ordering is comparable.",
-            "Group purity: share of a group's samples that the domain classifier places in that group's classes (the blending of the paper's Figures 2 and 4 as a number).",
-            f"NLL: negative ELBO in nats per pixel on each group's test set (the paper does not state its units; its 0.18-0.30 are of that size), IW bound with K={opts.iw_samples or s.iw_samples()} in study.json.",
-            "Table 5's '+L+D identical' row is FissionVAE+D (identical priors = no +L), the same run as Table 3's; '+H+L+D learnable' is Table 3's +H+L+D and Table 6's homogeneous row; Table 7 and Figure 10 evaluate the '+H+L+D wave' run of Table 5 with other pathways.",
-            "Figure 10: pathway 1 (z1 ~ p_g(z1) -> q(z2|z1) -> p(z1|z2) -> p(x|z1)) where group g's z1 is drawn from the other group's prior and decoded by g's own branch.",
-            "Wall times are those of the machine that ran each run (shared CPUs slow everything down); training time sums the round times.",
-        ]),
+        (
+            "ul",
+            [
+                f"FID: TF-ported FID Inception-v3; overall = all generated images vs the union of both test sets, per group = a group's samples vs its test set{'' if opts.test_size is None else f' (reduced: a seeded subset of {opts.test_size:,} test images per group, also the NLL test set)'}. Generated images per evaluation: {'20,000 (the paper protocol: as many as the test images, each group its share)' if gen is None else f'{gen:,} (reduced; FID is biased upwards at small counts, about c/N: compare only numbers with the same count)'}.",
+                "IS*: the tool's domain classifier (20 classes: 10 digits + 10 clothes), not the ImageNet Inception head the paper used; its scale differs from the paper's IS, so only the ordering is comparable.",
+                "Group purity: share of a group's samples that the domain classifier places in that group's classes (the blending of the paper's Figures 2 and 4 as a number).",
+                f"NLL: negative ELBO in nats per pixel on each group's test set (the paper does not state its units; its 0.18-0.30 are of that size), IW bound with K={opts.iw_samples or s.iw_samples()} in study.json.",
+                "Table 5's '+L+D identical' row is FissionVAE+D (identical priors = no +L), the same run as Table 3's; '+H+L+D learnable' is Table 3's +H+L+D and Table 6's homogeneous row; Table 7 and Figure 10 evaluate the '+H+L+D wave' run of Table 5 with other pathways.",
+                "Figure 10: pathway 1 (z1 ~ p_g(z1) -> q(z2|z1) -> p(z1|z2) -> p(x|z1)) where group g's z1 is drawn from the other group's prior and decoded by g's own branch.",
+                "Wall times are those of the machine that ran each run (shared CPUs slow everything down); training time sums the round times.",
+            ],
+        ),
         ("h", 2, "Scale"),
-        ("p", ("Paper setting (`--scale 1`): 20 clients (10 per group, 6,000 images each), Bernoulli(0.5) participation, 70 rounds x 5 local epochs, batch 32, Adam lr 1e-3; centralised 70 epochs; 20,000 generated images per evaluation, IW K=100. "
-         "`--scale s` keeps the data, model and round structure and trains round(70 s) rounds (centralised: epochs), generates round(20,000 s) images and uses K=round(100 s); run names end in `-reduced-s<s>`. "
-         f"This page: `{s.label}`.")),
+        (
+            "p",
+            (
+                "Paper setting (`--scale 1`): 20 clients (10 per group, 6,000 images each), Bernoulli(0.5) participation, 70 rounds x 5 local epochs, batch 32, Adam lr 1e-3; centralised 70 epochs; 20,000 generated images per evaluation, IW K=100. "
+                "`--scale s` keeps the data, model and round structure and trains round(70 s) rounds (centralised: epochs), generates round(20,000 s) images and uses K=round(100 s); run names end in `-reduced-s<s>`. "
+                f"This page: `{s.label}`."
+            ),
+        ),
     ]

@@ -41,18 +41,48 @@ DEFAULT_HOME = Path("flower-home")
 
 
 #: ``fissionvae train`` options that only the Flower engines read (dest, flag)
-TRAIN_OPTIONS = (("superlink", "--superlink"), ("root_certificates", "--root-certificates"), ("round_timeout", "--round-timeout"), ("node_wait", "--node-wait"), ("client_cpus", "--client-cpus"))
+TRAIN_OPTIONS = (
+    ("superlink", "--superlink"),
+    ("root_certificates", "--root-certificates"),
+    ("round_timeout", "--round-timeout"),
+    ("node_wait", "--node-wait"),
+    ("client_cpus", "--client-cpus"),
+)
 
 
 def add_train_options(parser: argparse.ArgumentParser) -> None:
     """Options of ``fissionvae train`` for ``--engine flower-sim|flower`` (``--engine`` itself is the main CLI's)."""
     d = FlowerOptions()
     g = parser.add_argument_group("Flower engines (--engine flower-sim | flower; see docs/flower.md)")
-    g.add_argument("--superlink", metavar="HOST:PORT", help="--engine flower: the SuperLink to run on (run this command on the SuperLink's machine: its ServerApp writes the run folder there)")
-    g.add_argument("--root-certificates", type=Path, metavar="CA_PEM", help="--engine flower: CA certificate of a TLS SuperLink (default: plain HTTP, e.g. loopback)")
-    g.add_argument("--round-timeout", type=float, metavar="S", help=f"seconds to wait for a round's replies; what arrived is aggregated (default {d.round_timeout:.0f})")
-    g.add_argument("--node-wait", type=float, metavar="S", help=f"seconds to wait at start for every logical client's SuperNode (default {d.node_wait:.0f})")
-    g.add_argument("--client-cpus", type=int, metavar="N", help=f"--engine flower-sim: CPUs per simulated client (default {d.client_cpus})")
+    g.add_argument(
+        "--superlink",
+        metavar="HOST:PORT",
+        help="--engine flower: the SuperLink to run on (run this command on the SuperLink's machine: its ServerApp writes the run folder there)",
+    )
+    g.add_argument(
+        "--root-certificates",
+        type=Path,
+        metavar="CA_PEM",
+        help="--engine flower: CA certificate of a TLS SuperLink (default: plain HTTP, e.g. loopback)",
+    )
+    g.add_argument(
+        "--round-timeout",
+        type=float,
+        metavar="S",
+        help=f"seconds to wait for a round's replies; what arrived is aggregated (default {d.round_timeout:.0f})",
+    )
+    g.add_argument(
+        "--node-wait",
+        type=float,
+        metavar="S",
+        help=f"seconds to wait at start for every logical client's SuperNode (default {d.node_wait:.0f})",
+    )
+    g.add_argument(
+        "--client-cpus",
+        type=int,
+        metavar="N",
+        help=f"--engine flower-sim: CPUs per simulated client (default {d.client_cpus})",
+    )
 
 
 def check_inprocess_options(args: argparse.Namespace) -> None:
@@ -72,9 +102,13 @@ def cmd_train_flower(args: argparse.Namespace) -> int:
     if args.engine not in FLOWER_ENGINES:
         raise ValueError(f"not a Flower engine: {args.engine}")
     if args.engine == "flower" and not args.superlink:
-        raise ValueError("--engine flower needs --superlink HOST:PORT (start one with `fissionvae flower superlink`; see docs/flower.md)")
+        raise ValueError(
+            "--engine flower needs --superlink HOST:PORT (start one with `fissionvae flower superlink`; see docs/flower.md)"
+        )
     if args.engine == "flower-sim" and (args.superlink or args.root_certificates):
-        raise ValueError("--engine flower-sim starts its own simulation SuperLink; --superlink and --root-certificates are for --engine flower")
+        raise ValueError(
+            "--engine flower-sim starts its own simulation SuperLink; --superlink and --root-certificates are for --engine flower"
+        )
     if args.engine == "flower" and args.client_cpus is not None:
         raise ValueError("--client-cpus is for --engine flower-sim (a deployment's SuperNodes use their own machines)")
     if args.resume:
@@ -89,9 +123,15 @@ def cmd_train_flower(args: argparse.Namespace) -> int:
         run = RunDir.create(args.runs_dir, cfg, args.name)
     print(f"run folder: {run.path} (engine {args.engine})", flush=True)
     given = {"round_timeout": args.round_timeout, "node_wait": args.node_wait, "client_cpus": args.client_cpus}
-    options = FlowerOptions(root_certificates=args.root_certificates, echo=not args.no_progress, **{k: v for k, v in given.items() if v is not None})
+    options = FlowerOptions(
+        root_certificates=args.root_certificates,
+        echo=not args.no_progress,
+        **{k: v for k, v in given.items() if v is not None},
+    )
     try:
-        state = train_with_flower(cfg, run, args.engine, args.superlink, data_dir=args.data_dir, max_rounds=args.max_rounds, options=options)
+        state = train_with_flower(
+            cfg, run, args.engine, args.superlink, data_dir=args.data_dir, max_rounds=args.max_rounds, options=options
+        )
     except FlowerRunError as exc:
         print(f"fissionvae: error: {exc}", file=sys.stderr)
         return 1
@@ -131,7 +171,9 @@ def _tls_from_args(args) -> TLSFiles | None:
         return TLSFiles(d / "ca.crt", d / "server.pem", d / "server.key")
     if args.ssl_certfile and args.ssl_keyfile and args.ssl_ca_certfile:
         return TLSFiles(Path(args.ssl_ca_certfile), Path(args.ssl_certfile), Path(args.ssl_keyfile))
-    raise ValueError("choose TLS (--certs DIR, or --ssl-ca-certfile/--ssl-certfile/--ssl-keyfile) or --insecure (plain HTTP, loopback/trusted networks only)")
+    raise ValueError(
+        "choose TLS (--certs DIR, or --ssl-ca-certfile/--ssl-certfile/--ssl-keyfile) or --insecure (plain HTTP, loopback/trusted networks only)"
+    )
 
 
 def cmd_superlink(args) -> int:
@@ -142,7 +184,9 @@ def cmd_superlink(args) -> int:
     home = Path(args.home) if args.home else DEFAULT_HOME / "superlink"
     home.mkdir(parents=True, exist_ok=True)
     database = None if args.in_memory else home / "superlink.db"
-    argv = superlink_argv(args.host, args.port, simulation=args.simulation, tls=tls, node_auth=args.node_auth, database=database)
+    argv = superlink_argv(
+        args.host, args.port, simulation=args.simulation, tls=tls, node_auth=args.node_auth, database=database
+    )
     return _foreground("flower-superlink", argv, flower_env(home))
 
 
@@ -153,13 +197,22 @@ def cmd_supernode(args) -> int:
         raise ValueError("--group needs --partition (0-based index of this node's share of the group)")
     if args.insecure == (args.root_certificates is not None):
         raise ValueError("give --root-certificates CA_PEM (TLS SuperLink) or --insecure (plain HTTP)")
-    node_config: dict = {"group": args.group, "partition": args.partition} if args.group is not None else {"client-id": args.client_id}
+    node_config: dict = (
+        {"group": args.group, "partition": args.partition} if args.group is not None else {"client-id": args.client_id}
+    )
     if args.data_dir is not None:
         node_config["data-dir"] = str(Path(args.data_dir).resolve())
     label = f"{args.group}-{args.partition}" if args.group is not None else f"client-{args.client_id}"
     home = Path(args.home) if args.home else DEFAULT_HOME / f"supernode-{label}"
     home.mkdir(parents=True, exist_ok=True)
-    argv = supernode_argv(args.superlink, node_config, port=args.port, root_certificates=args.root_certificates, auth_private_key=args.auth_key, max_retries=args.max_retries)
+    argv = supernode_argv(
+        args.superlink,
+        node_config,
+        port=args.port,
+        root_certificates=args.root_certificates,
+        auth_private_key=args.auth_key,
+        max_retries=args.max_retries,
+    )
     return _foreground("flower-supernode", argv, flower_env(home))
 
 
@@ -167,7 +220,9 @@ def cmd_certs(args) -> int:
     from fissionvae.federation.flower.security import generate_certificates
 
     files = generate_certificates(args.out, args.host or ["127.0.0.1", "localhost"], args.days)
-    print(f"wrote {files.ca_cert} (give to every SuperNode and to `train --root-certificates`), {files.server_cert}, {files.server_key} (SuperLink only; keep private), {Path(args.out) / 'ca.key'} (keep private)")
+    print(
+        f"wrote {files.ca_cert} (give to every SuperNode and to `train --root-certificates`), {files.server_cert}, {files.server_key} (SuperLink only; keep private), {Path(args.out) / 'ca.key'} (keep private)"
+    )
     return 0
 
 
@@ -175,7 +230,9 @@ def cmd_keys(args) -> int:
     from fissionvae.federation.flower.security import generate_node_keys
 
     private, public = generate_node_keys(args.out, args.name)
-    print(f"wrote {private} (stays on the SuperNode: --auth-key) and {public} (register it: fissionvae flower register {public} --superlink ...)")
+    print(
+        f"wrote {private} (stays on the SuperNode: --auth-key) and {public} (register it: fissionvae flower register {public} --superlink ...)"
+    )
     return 0
 
 
@@ -192,21 +249,40 @@ def cmd_register(args) -> int:
 
 def register(subparsers) -> None:
     """Add the ``flower`` command group to the main parser's subparsers."""
-    p = subparsers.add_parser("flower", help="Flower deployment helpers: superlink, supernode, certs, keys, register (see docs/flower.md)")
+    p = subparsers.add_parser(
+        "flower", help="Flower deployment helpers: superlink, supernode, certs, keys, register (see docs/flower.md)"
+    )
     sub = p.add_subparsers(dest="flower_cmd", required=True)
 
     s = sub.add_parser("superlink", help="start a Flower SuperLink (foreground; Ctrl-C stops it)")
     s.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: all; default 127.0.0.1)")
-    s.add_argument("--port", type=int, default=8000, help="the one HTTP(S) port for SuperNodes, flwr and the ServerApp (default 8000)")
+    s.add_argument(
+        "--port",
+        type=int,
+        default=8000,
+        help="the one HTTP(S) port for SuperNodes, flwr and the ServerApp (default 8000)",
+    )
     s.add_argument("--home", help="FLWR_HOME of the SuperLink (default ./flower-home/superlink)")
-    s.add_argument("--in-memory", action="store_true", help="keep state in memory (default: <home>/superlink.db, so registered node keys survive restarts)")
+    s.add_argument(
+        "--in-memory",
+        action="store_true",
+        help="keep state in memory (default: <home>/superlink.db, so registered node keys survive restarts)",
+    )
     s.add_argument("--insecure", action="store_true", help="plain HTTP (loopback or trusted networks only)")
-    s.add_argument("--certs", type=Path, help="folder with ca.crt, server.pem, server.key (from `fissionvae flower certs`)")
+    s.add_argument(
+        "--certs", type=Path, help="folder with ca.crt, server.pem, server.key (from `fissionvae flower certs`)"
+    )
     s.add_argument("--ssl-ca-certfile", type=Path)
     s.add_argument("--ssl-certfile", type=Path)
     s.add_argument("--ssl-keyfile", type=Path)
-    s.add_argument("--node-auth", action="store_true", help="only SuperNodes whose public key was registered (`fissionvae flower register`) may join")
-    s.add_argument("--simulation", action="store_true", help="simulation runtime (what --engine flower-sim starts itself)")
+    s.add_argument(
+        "--node-auth",
+        action="store_true",
+        help="only SuperNodes whose public key was registered (`fissionvae flower register`) may join",
+    )
+    s.add_argument(
+        "--simulation", action="store_true", help="simulation runtime (what --engine flower-sim starts itself)"
+    )
     s.set_defaults(func=cmd_superlink)
 
     n = sub.add_parser("supernode", help="start a Flower SuperNode serving one logical client (foreground)")
@@ -214,18 +290,38 @@ def register(subparsers) -> None:
     n.add_argument("--group", help="group name (or index) of this node's client, e.g. mnist")
     n.add_argument("--partition", type=int, help="0-based partition index within the group (0 .. clients-1)")
     n.add_argument("--client-id", type=int, help="logical client id instead of --group/--partition")
-    n.add_argument("--data-dir", type=Path, help="folder with this machine's <dataset>/ IDX files (default: the run config's data.dir / the cache)")
+    n.add_argument(
+        "--data-dir",
+        type=Path,
+        help="folder with this machine's <dataset>/ IDX files (default: the run config's data.dir / the cache)",
+    )
     n.add_argument("--root-certificates", type=Path, metavar="CA_PEM", help="CA certificate of a TLS SuperLink")
     n.add_argument("--insecure", action="store_true", help="plain HTTP SuperLink")
-    n.add_argument("--auth-key", type=Path, metavar="PRIVATE_KEY", help="private key registered with the SuperLink (node authentication)")
-    n.add_argument("--port", type=int, default=9094, help="local port of the node's ClientApp runtime API (distinct per node on one machine; default 9094)")
+    n.add_argument(
+        "--auth-key",
+        type=Path,
+        metavar="PRIVATE_KEY",
+        help="private key registered with the SuperLink (node authentication)",
+    )
+    n.add_argument(
+        "--port",
+        type=int,
+        default=9094,
+        help="local port of the node's ClientApp runtime API (distinct per node on one machine; default 9094)",
+    )
     n.add_argument("--home", help="FLWR_HOME of the SuperNode (default ./flower-home/supernode-<group>-<partition>)")
-    n.add_argument("--max-retries", type=int, help="give up after this many failed connection attempts (default: retry forever)")
+    n.add_argument(
+        "--max-retries", type=int, help="give up after this many failed connection attempts (default: retry forever)"
+    )
     n.set_defaults(func=cmd_supernode)
 
     c = sub.add_parser("certs", help="write a self-signed CA and a SuperLink certificate (for trying TLS)")
     c.add_argument("--out", type=Path, required=True)
-    c.add_argument("--host", action="append", help="host name or IP address the SuperNodes use to reach the SuperLink (repeatable; default 127.0.0.1 and localhost)")
+    c.add_argument(
+        "--host",
+        action="append",
+        help="host name or IP address the SuperNodes use to reach the SuperLink (repeatable; default 127.0.0.1 and localhost)",
+    )
     c.add_argument("--days", type=int, default=365)
     c.set_defaults(func=cmd_certs)
 
@@ -239,5 +335,7 @@ def register(subparsers) -> None:
     r.add_argument("--superlink", required=True, metavar="HOST:PORT")
     r.add_argument("--root-certificates", type=Path, metavar="CA_PEM")
     r.add_argument("--insecure", action="store_true")
-    r.add_argument("--home", default=str(DEFAULT_HOME / "cli"), help="FLWR_HOME for the flwr client (default ./flower-home/cli)")
+    r.add_argument(
+        "--home", default=str(DEFAULT_HOME / "cli"), help="FLWR_HOME for the flwr client (default ./flower-home/cli)"
+    )
     r.set_defaults(func=cmd_register)

@@ -61,7 +61,9 @@ def client_id_for(cfg: RunConfig, node_config: Mapping) -> int:
         cid = int(node_config["partition-id"])
         total = node_config.get("num-partitions")
         if total is not None and int(total) != n:
-            raise ValueError(f"this federation has {n} logical clients but the simulation has {total} nodes (set num-supernodes={n})")
+            raise ValueError(
+                f"this federation has {n} logical clients but the simulation has {total} nodes (set num-supernodes={n})"
+            )
     else:
         raise ValueError("node config names no client: give group=<name> partition=<i> (or client-id=<id>)")
     if not 0 <= cid < n:
@@ -91,7 +93,9 @@ def load_client_data(cfg: RunConfig, client_id: int, data_dir: str | Path | None
     group = load_group(gcfg, gi, cfg.seed, data_dir, cfg.data.download)
     shard = iid_partition(len(group.train_images), gcfg.clients, cfg.seed, gi)[partition]
     idx = torch.from_numpy(shard)
-    return ClientData(client_id, group.train_images[idx], group.train_labels[idx], torch.full((len(shard),), gi, dtype=torch.int64))
+    return ClientData(
+        client_id, group.train_images[idx], group.train_labels[idx], torch.full((len(shard),), gi, dtype=torch.int64)
+    )
 
 
 # A process that serves several messages (Flower's simulation keeps its workers) keeps the last
@@ -100,7 +104,9 @@ def load_client_data(cfg: RunConfig, client_id: int, data_dir: str | Path | None
 _CACHE: dict[tuple, tuple[ClientData, FissionVAE]] = {}
 
 
-def _client(cfg: RunConfig, config_json: str, client_id: int, data_dir: str | None, image_shape: tuple[int, ...]) -> tuple[ClientData, FissionVAE]:
+def _client(
+    cfg: RunConfig, config_json: str, client_id: int, data_dir: str | None, image_shape: tuple[int, ...]
+) -> tuple[ClientData, FissionVAE]:
     """The client's data and a model template, on ``train.device`` (as the in-process engine has them)."""
     import dataclasses
 

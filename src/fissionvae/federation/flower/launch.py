@@ -64,9 +64,13 @@ def check_flower_config(cfg: RunConfig) -> None:
     client holding all data, always keeps it). Use the in-process engine for those.
     """
     if cfg.mode == "centralized":
-        raise ValueError("mode: centralized trains one client holding all data; run it with --engine inprocess (Flower engines are for federations)")
+        raise ValueError(
+            "mode: centralized trains one client holding all data; run it with --engine inprocess (Flower engines are for federations)"
+        )
     if cfg.federation.client_optimizer != "reset":
-        raise ValueError(f"federation.client_optimizer: {cfg.federation.client_optimizer!r} keeps each client's Adam state between rounds, which Flower clients cannot hold; use 'reset' or --engine inprocess")
+        raise ValueError(
+            f"federation.client_optimizer: {cfg.federation.client_optimizer!r} keeps each client's Adam state between rounds, which Flower clients cannot hold; use 'reset' or --engine inprocess"
+        )
 
 
 # --------------------------------------------------------------------------- processes
@@ -214,13 +218,30 @@ class ProcessSet:
     processes: list[ManagedProcess] = field(default_factory=list)
     seen_pids: set[int] = field(default_factory=set)  # every PID started or seen below one
 
-    def start(self, name: str, argv: Sequence[str], env: dict[str, str], log_path: str | Path | None = None, cwd: str | Path | None = None, inherit_output: bool = False) -> ManagedProcess:
+    def start(
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: dict[str, str],
+        log_path: str | Path | None = None,
+        cwd: str | Path | None = None,
+        inherit_output: bool = False,
+    ) -> ManagedProcess:
         """Start ``argv`` in a new session; output to ``log_path`` (or this terminal, or nowhere)."""
         if log_path is not None:
             Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         log_fh = open(log_path, "ab") if log_path is not None else (None if inherit_output else subprocess.DEVNULL)  # noqa: SIM115
         try:
-            popen = subprocess.Popen(list(argv), env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log_fh, stderr=subprocess.STDOUT if log_fh is not None else None, start_new_session=True, preexec_fn=_die_with_parent)
+            popen = subprocess.Popen(
+                list(argv),
+                env=env,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=log_fh,
+                stderr=subprocess.STDOUT if log_fh is not None else None,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
         finally:
             if log_path is not None:
                 log_fh.close()
@@ -293,7 +314,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for_superlink(address: str, proc: ManagedProcess | None = None, root_certificates: str | Path | None = None, timeout: float = 60.0) -> None:
+def wait_for_superlink(
+    address: str, proc: ManagedProcess | None = None, root_certificates: str | Path | None = None, timeout: float = 60.0
+) -> None:
     """Wait until the SuperLink's HTTP(S) API answers ``/health``."""
     scheme = "http" if root_certificates is None else "https"
     context = ssl.create_default_context(cafile=str(root_certificates)) if root_certificates is not None else None
@@ -308,7 +331,9 @@ def wait_for_superlink(address: str, proc: ManagedProcess | None = None, root_ce
         except (OSError, ValueError):
             pass
         time.sleep(0.2)
-    raise FlowerRunError(f"SuperLink at {address} did not answer within {timeout:.0f} s" + (f":\n{proc.log_tail()}" if proc else ""))
+    raise FlowerRunError(
+        f"SuperLink at {address} did not answer within {timeout:.0f} s" + (f":\n{proc.log_tail()}" if proc else "")
+    )
 
 
 # --------------------------------------------------------------------------- command lines
@@ -323,13 +348,36 @@ class TLSFiles:
     server_key: Path
 
 
-def superlink_argv(host: str = "127.0.0.1", port: int = 8000, *, simulation: bool = False, tls: TLSFiles | None = None, node_auth: bool = False, database: str | Path | None = None, log_file: str | Path | None = None) -> list[str]:
+def superlink_argv(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    simulation: bool = False,
+    tls: TLSFiles | None = None,
+    node_auth: bool = False,
+    database: str | Path | None = None,
+    log_file: str | Path | None = None,
+) -> list[str]:
     """A ``flower-superlink`` command line (runtime dependency installation disabled)."""
-    argv = [flower_bin("flower-superlink"), "--host", host, "--port", str(port), "--disable-runtime-dependency-installation"]
+    argv = [
+        flower_bin("flower-superlink"),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--disable-runtime-dependency-installation",
+    ]
     if tls is None:
         argv.append("--insecure")
     else:
-        argv += ["--ssl-ca-certfile", str(tls.ca_cert), "--ssl-certfile", str(tls.server_cert), "--ssl-keyfile", str(tls.server_key)]
+        argv += [
+            "--ssl-ca-certfile",
+            str(tls.ca_cert),
+            "--ssl-certfile",
+            str(tls.server_cert),
+            "--ssl-keyfile",
+            str(tls.server_key),
+        ]
     if simulation:
         argv.append("--simulation")
     if node_auth:
@@ -354,9 +402,25 @@ def node_config_string(values: dict) -> str:
     return " ".join(parts)
 
 
-def supernode_argv(superlink: str, node_config: dict, *, port: int = 9094, root_certificates: str | Path | None = None, auth_private_key: str | Path | None = None, max_retries: int | None = None) -> list[str]:
+def supernode_argv(
+    superlink: str,
+    node_config: dict,
+    *,
+    port: int = 9094,
+    root_certificates: str | Path | None = None,
+    auth_private_key: str | Path | None = None,
+    max_retries: int | None = None,
+) -> list[str]:
     """A ``flower-supernode`` command line; ``port`` is its local ClientApp runtime API port."""
-    argv = [flower_bin("flower-supernode"), "--superlink", superlink, "--port", str(port), "--node-config", node_config_string(node_config)]
+    argv = [
+        flower_bin("flower-supernode"),
+        "--superlink",
+        superlink,
+        "--port",
+        str(port),
+        "--node-config",
+        node_config_string(node_config),
+    ]
     argv += ["--insecure"] if root_certificates is None else ["--root-certificates", str(root_certificates)]
     if auth_private_key is not None:
         argv += ["--auth-supernode-private-key", str(auth_private_key)]
@@ -377,7 +441,13 @@ def write_connection(flwr_home: str | Path, address: str, root_certificates: str
     """``<FLWR_HOME>/config.toml`` with the SuperLink connection ``fissionvae`` (the default)."""
     home = Path(flwr_home)
     home.mkdir(parents=True, exist_ok=True)
-    lines = ["[superlink]", f'default = "{CONNECTION}"', "", f"[superlink.{CONNECTION}]", f"address = {json.dumps(address)}"]
+    lines = [
+        "[superlink]",
+        f'default = "{CONNECTION}"',
+        "",
+        f"[superlink.{CONNECTION}]",
+        f"address = {json.dumps(address)}",
+    ]
     if root_certificates is None:
         lines.append("insecure = true")
     else:
@@ -406,7 +476,9 @@ def write_run_config(path: str | Path, values: dict) -> Path:
 
 
 def flwr(args: Sequence[str], env: dict[str, str], timeout: float = 120.0) -> subprocess.CompletedProcess:
-    return subprocess.run([flower_bin("flwr"), *args], env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [flower_bin("flwr"), *args], env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
 
 
 def _last_json(text: str) -> dict | None:
@@ -467,7 +539,14 @@ def _stream(proc: subprocess.Popen, log_path: Path, echo: bool, found: dict) -> 
     return thread
 
 
-def submit_and_wait(run: RunDir, env: dict[str, str], run_config: dict, federation_config: dict | None = None, procs: ProcessSet | None = None, echo: bool = True) -> dict:
+def submit_and_wait(
+    run: RunDir,
+    env: dict[str, str],
+    run_config: dict,
+    federation_config: dict | None = None,
+    procs: ProcessSet | None = None,
+    echo: bool = True,
+) -> dict:
     """``flwr run <app> fissionvae --stream``: submit, stream the log to ``<run>/flower/serverapp.log``.
 
     Returns the final ``flwr ls`` entry of the run. Ctrl-C stops the Flower run (``flwr stop``).
@@ -479,7 +558,16 @@ def submit_and_wait(run: RunDir, env: dict[str, str], run_config: dict, federati
         argv += ["--federation-config", " ".join(f"{k}={_toml_value(v)}" for k, v in federation_config.items())]
     log_path = flower_dir / "serverapp.log"
     found: dict = {}
-    popen = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, preexec_fn=_die_with_parent)
+    popen = subprocess.Popen(
+        argv,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
+    )
     cli = ManagedProcess("flwr run", argv, popen, log_path)
     if procs is not None:
         procs.processes.append(cli)
@@ -495,7 +583,16 @@ def submit_and_wait(run: RunDir, env: dict[str, str], run_config: dict, federati
         for _ in range(3):  # the log stream can end early (connection dropped): follow again
             if str(status.get("status", "")).startswith("finished"):
                 break
-            again = subprocess.Popen([flower_bin("flwr"), "log", str(run_id), CONNECTION, "--stream"], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, preexec_fn=_die_with_parent)
+            again = subprocess.Popen(
+                [flower_bin("flwr"), "log", str(run_id), CONNECTION, "--stream"],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
             if procs is not None:
                 procs.processes.append(ManagedProcess("flwr log", again.args, again, log_path))
                 procs.seen_pids.add(again.pid)
@@ -553,12 +650,16 @@ def train_with_flower(
     if engine not in FLOWER_ENGINES:
         raise ValueError(f"unknown Flower engine {engine!r} (choose from {FLOWER_ENGINES})")
     if engine == "flower" and not superlink:
-        raise ValueError("--engine flower needs --superlink HOST:PORT (start one with `fissionvae flower superlink`, see docs/flower.md)")
+        raise ValueError(
+            "--engine flower needs --superlink HOST:PORT (start one with `fissionvae flower superlink`, see docs/flower.md)"
+        )
     if engine == "flower-sim" and superlink:
         raise ValueError("--engine flower-sim starts its own simulation SuperLink; --superlink is for --engine flower")
     check_flower_config(cfg)
     if run.load_config().to_dict() != cfg.to_dict():
-        raise ValueError(f"{run.config_path} differs from the config given: the ServerApp trains what the run folder says")
+        raise ValueError(
+            f"{run.config_path} differs from the config given: the ServerApp trains what the run folder says"
+        )
     opts = options or FlowerOptions()
     flower_dir = run.path / "flower"
     home = flower_dir / "home"
@@ -581,9 +682,17 @@ def train_with_flower(
             port = free_port()
             superlink = f"127.0.0.1:{port}"
             root_certificates = None
-            sl = procs.start("flower-superlink (simulation)", superlink_argv("127.0.0.1", port, simulation=True), env, flower_dir / "superlink.log")
+            sl = procs.start(
+                "flower-superlink (simulation)",
+                superlink_argv("127.0.0.1", port, simulation=True),
+                env,
+                flower_dir / "superlink.log",
+            )
             wait_for_superlink(superlink, sl, timeout=opts.superlink_timeout)
-            federation_config = {"num-supernodes": len(client_groups(cfg)), "client-resources-num-cpus": int(opts.client_cpus)}
+            federation_config = {
+                "num-supernodes": len(client_groups(cfg)),
+                "client-resources-num-cpus": int(opts.client_cpus),
+            }
             if opts.sim_cpus is not None:
                 federation_config["init-args-num-cpus"] = int(opts.sim_cpus)
         write_connection(home, str(superlink), root_certificates)
@@ -599,7 +708,9 @@ def check_finished(run: RunDir, cfg: RunConfig, status: dict, start_round: int, 
     done = state.round if state is not None else 0
     log = run.path / "flower" / "serverapp.log"
     if status.get("status") != "finished:completed" or done < expected:
-        raise FlowerRunError(f"Flower run {status.get('run-id')} ended {status.get('status')!r} after {done} of {expected} rounds (details: {status.get('status-details')}); ServerApp log: {log}; the run folder resumes from round {done}")
+        raise FlowerRunError(
+            f"Flower run {status.get('run-id')} ended {status.get('status')!r} after {done} of {expected} rounds (details: {status.get('status-details')}); ServerApp log: {log}; the run folder resumes from round {done}"
+        )
     return state  # type: ignore[return-value]
 
 
@@ -616,7 +727,17 @@ class LocalDeployment:
     stopped by PID at exit.
     """
 
-    def __init__(self, cfg: RunConfig, workdir: str | Path, *, data_dir: str | Path | None = None, tls: TLSFiles | None = None, node_auth: bool = False, clients: Iterable[int] | None = None, env_extra: dict[str, str] | None = None):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        workdir: str | Path,
+        *,
+        data_dir: str | Path | None = None,
+        tls: TLSFiles | None = None,
+        node_auth: bool = False,
+        clients: Iterable[int] | None = None,
+        env_extra: dict[str, str] | None = None,
+    ):
         self.cfg = cfg
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -650,7 +771,15 @@ class LocalDeployment:
             raise
         return self
 
-    def start_node(self, client_id: int, auth_private_key: str | Path | None = None, label: str | None = None, *, trust_ca: bool = True, max_retries: int | None = None) -> ManagedProcess:
+    def start_node(
+        self,
+        client_id: int,
+        auth_private_key: str | Path | None = None,
+        label: str | None = None,
+        *,
+        trust_ca: bool = True,
+        max_retries: int | None = None,
+    ) -> ManagedProcess:
         """Start the SuperNode of ``client_id`` (``label`` names its process and log; default: the id).
 
         ``trust_ca=False`` starts it without the CA certificate (plain HTTP), as a node that does
@@ -660,7 +789,14 @@ class LocalDeployment:
         config = node_configs(self.cfg, self.data_dir)[client_id]
         env = flower_env(self.workdir / f"node-{label}-home")
         ca = self.root_certificates if trust_ca else None
-        argv = supernode_argv(self.address, config, port=free_port(), root_certificates=ca, auth_private_key=auth_private_key, max_retries=max_retries)
+        argv = supernode_argv(
+            self.address,
+            config,
+            port=free_port(),
+            root_certificates=ca,
+            auth_private_key=auth_private_key,
+            max_retries=max_retries,
+        )
         proc = self.procs.start(f"flower-supernode {label}", argv, env, self.workdir / f"supernode-{label}.log")
         self.nodes[label] = proc
         return proc

@@ -96,7 +96,9 @@ def spec_from_json(text: str) -> LocalTrainSpec:
     return LocalTrainSpec(**json.loads(text))
 
 
-def train_content(client_id: int, owned: Mapping[str, Tensor], spec: LocalTrainSpec, config_json: str, image_shape: tuple[int, ...]) -> RecordDict:
+def train_content(
+    client_id: int, owned: Mapping[str, Tensor], spec: LocalTrainSpec, config_json: str, image_shape: tuple[int, ...]
+) -> RecordDict:
     config = ConfigRecord(
         {
             "client-id": int(client_id),
@@ -128,19 +130,30 @@ def parse_train(content: RecordDict) -> TrainJob:
 
 
 def result_content(result: ClientResult) -> RecordDict:
-    metrics = MetricRecord({k: (int(v) if isinstance(v, int) else float(v)) for k, v in result.metrics.items()} | {NUM_EXAMPLES: int(result.num_samples)})
-    meta = ConfigRecord({"client-id": int(result.client_id), "groups": [int(g) for g in result.groups], NUM_EXAMPLES: int(result.num_samples)})
+    metrics = MetricRecord(
+        {k: (int(v) if isinstance(v, int) else float(v)) for k, v in result.metrics.items()}
+        | {NUM_EXAMPLES: int(result.num_samples)}
+    )
+    meta = ConfigRecord(
+        {
+            "client-id": int(result.client_id),
+            "groups": [int(g) for g in result.groups],
+            NUM_EXAMPLES: int(result.num_samples),
+        }
+    )
     return RecordDict({ARRAYS: state_to_record(result.weights), METRICS: metrics, META: meta})
 
 
 def identity_content(client_id: int, node_config: Mapping) -> RecordDict:
-    info = {"client-id": int(client_id)} | {f"node-{k}": v for k, v in node_config.items() if isinstance(v, (str, int, float, bool))}
+    info = {"client-id": int(client_id)} | {
+        f"node-{k}": v for k, v in node_config.items() if isinstance(v, (str, int, float, bool))
+    }
     return RecordDict({IDENTITY: ConfigRecord(info)})
 
 
 def parse_identity(content: RecordDict) -> tuple[int, dict]:
     record = content.config_records[IDENTITY]
-    return int(record["client-id"]), {k[len("node-"):]: v for k, v in record.items() if k.startswith("node-")}
+    return int(record["client-id"]), {k[len("node-") :]: v for k, v in record.items() if k.startswith("node-")}
 
 
 class UnreadableWeights(Mapping):

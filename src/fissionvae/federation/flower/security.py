@@ -37,7 +37,9 @@ def _write(path: Path, data: bytes, private: bool = False) -> Path:
     return path
 
 
-def generate_certificates(out_dir: str | Path, hosts: Sequence[str] = ("127.0.0.1", "localhost"), days: int = 365) -> TLSFiles:
+def generate_certificates(
+    out_dir: str | Path, hosts: Sequence[str] = ("127.0.0.1", "localhost"), days: int = 365
+) -> TLSFiles:
     """Write ``ca.crt``, ``ca.key``, ``server.pem``, ``server.key`` for a SuperLink reachable as ``hosts``."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -57,7 +59,20 @@ def generate_certificates(out_dir: str | Path, hosts: Sequence[str] = ("127.0.0.
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False, key_encipherment=False, data_encipherment=False, key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA384())
     )
@@ -101,6 +116,15 @@ def generate_node_keys(out_dir: str | Path, name: str = "supernode") -> tuple[Pa
 
     out = Path(out_dir)
     key = ec.generate_private_key(ec.SECP384R1())
-    private = _write(out / name, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()), private=True)
-    public = _write(out / f"{name}.pub", key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH) + b"\n")
+    private = _write(
+        out / name,
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        ),
+        private=True,
+    )
+    public = _write(
+        out / f"{name}.pub",
+        key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH) + b"\n",
+    )
     return private, public

@@ -53,7 +53,9 @@ class ServerSettings:
             poll_interval=float(run_config.get("poll-interval", 0.5)),
         )
         if not s.run_dir:
-            raise ValueError("run config 'run-dir' is empty: start runs with `fissionvae train --engine flower|flower-sim`, or pass --run-config 'run-dir=\"...\"' to flwr run")
+            raise ValueError(
+                "run config 'run-dir' is empty: start runs with `fissionvae train --engine flower|flower-sim`, or pass --run-config 'run-dir=\"...\"' to flwr run"
+            )
         if s.round_timeout <= 0 or s.poll_interval <= 0 or s.node_wait < 0 or s.max_rounds < 0:
             raise ValueError(f"invalid Flower run config: {s}")
         return s
@@ -68,7 +70,14 @@ class FlowerDispatcher:
     are returned as results the engine rejects (logged as ``rejected``).
     """
 
-    def __init__(self, grid: Grid, strategy: GroupFedAvg, round_timeout: float = 3600.0, poll_interval: float = 0.5, log_dir: str | Path | None = None):
+    def __init__(
+        self,
+        grid: Grid,
+        strategy: GroupFedAvg,
+        round_timeout: float = 3600.0,
+        poll_interval: float = 0.5,
+        log_dir: str | Path | None = None,
+    ):
         self.grid = grid
         self.strategy = strategy
         self.directory = strategy.directory
@@ -76,7 +85,14 @@ class FlowerDispatcher:
         self.poll_interval = poll_interval
         self.log_dir = Path(log_dir) if log_dir is not None else None
 
-    def __call__(self, weights: dict, round_index: int, participants: list[int], spec: LocalTrainSpec, client_states: dict | None = None) -> list[ClientResult]:
+    def __call__(
+        self,
+        weights: dict,
+        round_index: int,
+        participants: list[int],
+        spec: LocalTrainSpec,
+        client_states: dict | None = None,
+    ) -> list[ClientResult]:
         if spec.keep_optimizer:
             raise ValueError("Flower clients keep no optimiser state between rounds (see launch.check_flower_config)")
         start = time.perf_counter()
@@ -100,8 +116,21 @@ class FlowerDispatcher:
         for e in errors:
             log(WARNING, "round %d: client %d sent an error reply: %s", round_index + 1, e["client"], e["reason"])
         if record["timed_out"] or record["no_node"]:
-            log(WARNING, "round %d: no reply from clients %s (no node: %s)", round_index + 1, record["timed_out"], record["no_node"])
-        log(INFO, "round %d: %d/%d replies in %.1f s", round_index + 1, len(results), len(participants), record["seconds"])
+            log(
+                WARNING,
+                "round %d: no reply from clients %s (no node: %s)",
+                round_index + 1,
+                record["timed_out"],
+                record["no_node"],
+            )
+        log(
+            INFO,
+            "round %d: %d/%d replies in %.1f s",
+            round_index + 1,
+            len(results),
+            len(participants),
+            record["seconds"],
+        )
         if self.log_dir is not None:
             append_jsonl(self.log_dir / "exchanges.jsonl", [record])
         return results
@@ -128,13 +157,32 @@ def serve(grid: Grid, settings: ServerSettings) -> int:
     nodes_file = log_dir / "nodes.json"
     if nodes_file.is_file():  # a resumed run: nodes that served it and are still online keep their clients
         restored = directory.restore(json.loads(nodes_file.read_text()))
-        log(INFO, "fissionvae: %d SuperNode(s) of the previous ServerApp still online (clients %s)", len(restored), restored)
-    log(INFO, "fissionvae: run %s, %d logical clients; waiting up to %.0f s for their SuperNodes", run.path, n, settings.node_wait)
+        log(
+            INFO,
+            "fissionvae: %d SuperNode(s) of the previous ServerApp still online (clients %s)",
+            len(restored),
+            restored,
+        )
+    log(
+        INFO,
+        "fissionvae: run %s, %d logical clients; waiting up to %.0f s for their SuperNodes",
+        run.path,
+        n,
+        settings.node_wait,
+    )
     missing = directory.refresh(range(n), wait=settings.node_wait)
     dispatcher.write_nodes()
     if missing:
         log(WARNING, "fissionvae: no SuperNode for clients %s; their rounds count them as missing", missing)
-    state = train(cfg, run, data_dir=data_dir, max_rounds=settings.max_rounds or None, progress=False, federation=fed, dispatch=dispatcher)
+    state = train(
+        cfg,
+        run,
+        data_dir=data_dir,
+        max_rounds=settings.max_rounds or None,
+        progress=False,
+        federation=fed,
+        dispatch=dispatcher,
+    )
     status = json.loads(run.status_path.read_text())
     log(INFO, "fissionvae: %d of %d rounds done (%s)", state.round, status["rounds_planned"], status["state"])
     return state.round

@@ -45,7 +45,9 @@ from fissionvae.federation.flower import messages as wire
 from fissionvae.federation.sampling import sample_participants
 
 
-def exchange(grid: Grid, pairs: Sequence[tuple[int, Message]], timeout: float, poll_interval: float) -> tuple[list[Message], dict[str, int]]:
+def exchange(
+    grid: Grid, pairs: Sequence[tuple[int, Message]], timeout: float, poll_interval: float
+) -> tuple[list[Message], dict[str, int]]:
     """Push ``(client id, message)`` pairs, pull replies until all arrived or ``timeout`` s passed.
 
     Returns the replies (error replies included) and the map message id -> client id. Replies
@@ -176,7 +178,13 @@ class NodeDirectory:
 
     def _register(self, node_id: int, client_id: int, node_config: dict) -> None:
         if not 0 <= client_id < len(self.fed.client_groups):
-            log(WARNING, "node %d claims client %d, which this federation does not have (0..%d)", node_id, client_id, len(self.fed.client_groups) - 1)
+            log(
+                WARNING,
+                "node %d claims client %d, which this federation does not have (0..%d)",
+                node_id,
+                client_id,
+                len(self.fed.client_groups) - 1,
+            )
             return
         holder = self.node_of_client.get(client_id)
         if holder is not None and holder != node_id:
@@ -188,7 +196,10 @@ class NodeDirectory:
         log(INFO, "client %d is served by node %d (%s)", client_id, node_id, node_config)
 
     def as_json(self) -> dict:
-        return {str(cid): {"node": nid, "node_config": self.identity.get(nid, {}).get("node_config", {})} for cid, nid in sorted(self.node_of_client.items())}
+        return {
+            str(cid): {"node": nid, "node_config": self.identity.get(nid, {}).get("node_config", {})}
+            for cid, nid in sorted(self.node_of_client.items())
+        }
 
 
 class GroupFedAvg(FedAvg):
@@ -206,8 +217,23 @@ class GroupFedAvg(FedAvg):
         TTL of training messages in seconds (default: Flower's).
     """
 
-    def __init__(self, fed: Federation, directory: NodeDirectory, weights: Mapping[str, Tensor] | None = None, message_ttl: float | None = None):
-        super().__init__(fraction_train=fed.participation, fraction_evaluate=1.0, min_train_nodes=0, min_evaluate_nodes=0, min_available_nodes=0, weighted_by_key=wire.NUM_EXAMPLES, arrayrecord_key=wire.ARRAYS, configrecord_key=wire.CONFIG)
+    def __init__(
+        self,
+        fed: Federation,
+        directory: NodeDirectory,
+        weights: Mapping[str, Tensor] | None = None,
+        message_ttl: float | None = None,
+    ):
+        super().__init__(
+            fraction_train=fed.participation,
+            fraction_evaluate=1.0,
+            min_train_nodes=0,
+            min_evaluate_nodes=0,
+            min_available_nodes=0,
+            weighted_by_key=wire.NUM_EXAMPLES,
+            arrayrecord_key=wire.ARRAYS,
+            configrecord_key=wire.CONFIG,
+        )
         self.fed = fed
         self.directory = directory
         self.weights: dict[str, Tensor] | None = dict(weights) if weights is not None else None
@@ -217,11 +243,21 @@ class GroupFedAvg(FedAvg):
         self._sent: list[tuple[int, Message]] = []
 
     def summary(self) -> None:
-        log(INFO, "\t├──> GroupFedAvg: %d logical clients, participation %.2f (Bernoulli per client per round)", len(self.fed.client_groups), self.fed.participation)
-        log(INFO, "\t└──> aggregation: fissionvae.federation.aggregation.aggregate (encoder over all, branch g over group g)")
+        log(
+            INFO,
+            "\t├──> GroupFedAvg: %d logical clients, participation %.2f (Bernoulli per client per round)",
+            len(self.fed.client_groups),
+            self.fed.participation,
+        )
+        log(
+            INFO,
+            "\t└──> aggregation: fissionvae.federation.aggregation.aggregate (encoder over all, branch g over group g)",
+        )
 
     # ---------------------------------------------------------------- the Flower-facing halves
-    def train_messages(self, weights: Mapping[str, Tensor], round_index: int, participants: Iterable[int], spec: LocalTrainSpec) -> list[tuple[int, Message]]:
+    def train_messages(
+        self, weights: Mapping[str, Tensor], round_index: int, participants: Iterable[int], spec: LocalTrainSpec
+    ) -> list[tuple[int, Message]]:
         """One ``train`` message per participant that has a node: its owned keys only."""
         pairs = []
         for cid in participants:
@@ -230,10 +266,14 @@ class GroupFedAvg(FedAvg):
                 continue
             owned = {k: weights[k] for k in self.fed.owned_keys(cid)}
             content = wire.train_content(cid, owned, spec, self.config_json, self.image_shape)
-            pairs.append((cid, Message(content, node, MessageType.TRAIN, group_id=str(round_index + 1), ttl=self.message_ttl)))
+            pairs.append(
+                (cid, Message(content, node, MessageType.TRAIN, group_id=str(round_index + 1), ttl=self.message_ttl))
+            )
         return pairs
 
-    def decode_replies(self, replies: Iterable[Message], client_of: Mapping[str, int]) -> tuple[list[ClientResult], list[dict]]:
+    def decode_replies(
+        self, replies: Iterable[Message], client_of: Mapping[str, int]
+    ) -> tuple[list[ClientResult], list[dict]]:
         """ClientResults (sorted by client id) and error replies ``{"client", "code", "reason"}``.
 
         Malformed replies become results the engine rejects (see :func:`messages.unreadable`);
@@ -255,21 +295,40 @@ class GroupFedAvg(FedAvg):
         readable = [r for r in results if isinstance(r.weights, dict)]
         if readable:
             names = Counter(frozenset(r.metrics) for r in readable).most_common(1)[0][0]
-            results = [r if not isinstance(r.weights, dict) or frozenset(r.metrics) == names else wire.unreadable(r.client_id, f"metric names {sorted(r.metrics)} differ from the other replies' {sorted(names)}") for r in results]
+            results = [
+                r
+                if not isinstance(r.weights, dict) or frozenset(r.metrics) == names
+                else wire.unreadable(
+                    r.client_id, f"metric names {sorted(r.metrics)} differ from the other replies' {sorted(names)}"
+                )
+                for r in results
+            ]
         return sorted(results, key=lambda r: r.client_id), errors
 
     # ---------------------------------------------------------------- Flower's Strategy API
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         if self.weights is None:
             self.weights = wire.record_to_state(arrays)
         round_index = server_round - 1
-        participants = sample_participants(self.fed.cfg.seed, round_index, len(self.fed.client_groups), self.fed.participation)
+        participants = sample_participants(
+            self.fed.cfg.seed, round_index, len(self.fed.client_groups), self.fed.participation
+        )
         self.directory.refresh(participants)
         self._sent = self.train_messages(self.weights, round_index, participants, self.fed.round_spec(round_index))
-        log(INFO, "configure_train: %d of %d clients drawn, %d with a node", len(participants), len(self.fed.client_groups), len(self._sent))
+        log(
+            INFO,
+            "configure_train: %d of %d clients drawn, %d with a node",
+            len(participants),
+            len(self.fed.client_groups),
+            len(self._sent),
+        )
         return [m for _, m in self._sent]
 
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         if self.weights is None:
             raise RuntimeError("aggregate_train before configure_train: no global model")
         client_of = {m.metadata.message_id: cid for cid, m in self._sent}  # ids set when pushed
@@ -280,8 +339,14 @@ class GroupFedAvg(FedAvg):
         for r in outcome.rejected:
             log(WARNING, "client %d: reply rejected: %s", r["client"], r["reason"])
         self.weights = outcome.weights
-        metrics = {"clients": len(outcome.results), "participants": len(outcome.participants), "rejected": len(outcome.rejected)}
+        metrics = {
+            "clients": len(outcome.results),
+            "participants": len(outcome.participants),
+            "rejected": len(outcome.rejected),
+        }
         return wire.state_to_record(outcome.weights), MetricRecord(metrics)
 
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         return []  # evaluation is centralised (the engine's per-round test loss, `fissionvae evaluate`)

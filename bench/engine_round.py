@@ -65,7 +65,8 @@ import torch
 
 from fissionvae.config import load_config
 from fissionvae.data.federated import client_groups
-from fissionvae.federation.flower.launch import FlowerOptions, LocalDeployment, train_with_flower
+from fissionvae.federation.flower.deployment import LocalDeployment
+from fissionvae.federation.flower.launch import FlowerOptions, train_with_flower
 from fissionvae.federation.sampling import sample_participants
 from fissionvae.runs import RunDir
 

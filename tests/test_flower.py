@@ -37,14 +37,10 @@ from fissionvae.data.federated import build_clients, client_groups, load_groups 
 from fissionvae.federation.client import LocalTrainSpec  # noqa: E402
 from fissionvae.federation.engine import Federation, InProcessDispatcher, train  # noqa: E402
 from fissionvae.federation.flower import clientapp, messages  # noqa: E402
-from fissionvae.federation.flower.launch import (  # noqa: E402
-    FlowerOptions,
-    LocalDeployment,
-    ProcessSet,
-    node_configs,
-    processes_with_home,
-    train_with_flower,
-)
+from fissionvae.federation.flower.commands import node_configs  # noqa: E402
+from fissionvae.federation.flower.deployment import LocalDeployment  # noqa: E402
+from fissionvae.federation.flower.launch import FlowerOptions, train_with_flower  # noqa: E402
+from fissionvae.federation.flower.processes import ProcessSet, processes_with_home  # noqa: E402
 from fissionvae.federation.flower.security import (  # noqa: E402
     generate_certificates,
     generate_node_keys,

@@ -155,7 +155,7 @@ def cmd_train(args) -> int:
     from fissionvae import api
 
     if args.engine != "inprocess":
-        return flower_cli.cmd_train_flower(args)
+        return flower_cli.cmd_train_flower(args, api.resume_config)
     flower_cli.check_inprocess_options(args)
     progress = not args.no_progress
     if args.resume:

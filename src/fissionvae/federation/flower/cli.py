@@ -19,13 +19,14 @@ import shlex
 import signal
 import sys
 from pathlib import Path
+from typing import Protocol
+
+from fissionvae.config import RunConfig
 
 from fissionvae.federation.flower import FLOWER_ENGINES
-from fissionvae.federation.flower.launch import (
+from fissionvae.federation.flower.commands import (
     CONNECTION,
-    FlowerOptions,
     FlowerRunError,
-    ProcessSet,
     TLSFiles,
     flower_env,
     flwr,
@@ -33,8 +34,17 @@ from fissionvae.federation.flower.launch import (
     supernode_argv,
     write_connection,
 )
+from fissionvae.federation.flower.launch import FlowerOptions
+from fissionvae.federation.flower.processes import ProcessSet
+from fissionvae.runs import RunDir
 
 DEFAULT_HOME = Path("flower-home")
+
+
+class ResumeConfig(Protocol):
+    """The config a resumed run continues with: its saved config plus the overrides a resume allows."""
+
+    def __call__(self, run: RunDir, overrides: list[str] | None = None) -> RunConfig: ...
 
 
 # --------------------------------------------------------------------------- train --engine
@@ -92,12 +102,14 @@ def check_inprocess_options(args: argparse.Namespace) -> None:
         raise ValueError(f"{', '.join(given)}: only for --engine flower-sim / flower (see docs/flower.md)")
 
 
-def cmd_train_flower(args: argparse.Namespace) -> int:
-    """``fissionvae train --engine flower-sim|flower`` (new run from --config, or --resume RUN_DIR)."""
-    from fissionvae.api import resume_config
+def cmd_train_flower(args: argparse.Namespace, resume_config: ResumeConfig) -> int:
+    """``fissionvae train --engine flower-sim|flower`` (new run from --config, or --resume RUN_DIR).
+
+    ``resume_config`` is the main CLI's rule for the config of a resumed run (this package sits
+    below ``fissionvae.api`` and does not import it).
+    """
     from fissionvae.config import load_config, save_config
     from fissionvae.federation.flower.launch import check_flower_config, train_with_flower
-    from fissionvae.runs import RunDir
 
     if args.engine not in FLOWER_ENGINES:
         raise ValueError(f"not a Flower engine: {args.engine}")

@@ -231,7 +231,7 @@ def run_engine(
                 cfg,
                 run,
                 "flower",
-                deployment.address,
+                deployment.control_address,
                 options=FlowerOptions(
                     echo=False, node_wait=0 if len(deployment.clients) < len(client_groups(cfg)) else 300
                 ),

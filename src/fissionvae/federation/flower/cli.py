@@ -18,18 +18,19 @@ import argparse
 import shlex
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Protocol
 
 from fissionvae.config import RunConfig
-
 from fissionvae.federation.flower import FLOWER_ENGINES
+from fissionvae.federation.flower.bindings import NodeBinding, add_binding, read_bindings
 from fissionvae.federation.flower.commands import (
-    CONNECTION,
     FlowerRunError,
     TLSFiles,
     flower_env,
-    flwr,
+    gate_argv,
+    register_node,
     superlink_argv,
     supernode_argv,
     write_connection,
@@ -57,6 +58,7 @@ TRAIN_OPTIONS = (
     ("round_timeout", "--round-timeout"),
     ("node_wait", "--node-wait"),
     ("client_cpus", "--client-cpus"),
+    ("node_bindings", "--node-bindings"),
 )
 
 
@@ -88,6 +90,13 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
         help=f"seconds to wait at start for every logical client's SuperNode (default {d.node_wait:.0f})",
     )
     g.add_argument(
+        "--node-bindings",
+        type=Path,
+        metavar="FILE",
+        help="--engine flower: the operator's node-bindings file (`fissionvae flower register --bindings`): "
+        "a client is served only by the node whose registered key is bound to it",
+    )
+    g.add_argument(
         "--client-cpus",
         type=int,
         metavar="N",
@@ -109,7 +118,7 @@ def cmd_train_flower(args: argparse.Namespace, resume_config: ResumeConfig) -> i
     below ``fissionvae.api`` and does not import it).
     """
     from fissionvae.config import load_config, save_config
-    from fissionvae.federation.flower.launch import check_flower_config, train_with_flower
+    from fissionvae.federation.flower.launch import check_flower_config, check_node_bindings, train_with_flower
 
     if args.engine not in FLOWER_ENGINES:
         raise ValueError(f"not a Flower engine: {args.engine}")
@@ -121,6 +130,8 @@ def cmd_train_flower(args: argparse.Namespace, resume_config: ResumeConfig) -> i
         raise ValueError(
             "--engine flower-sim starts its own simulation SuperLink; --superlink and --root-certificates are for --engine flower"
         )
+    if args.engine == "flower-sim" and args.node_bindings is not None:
+        raise ValueError("--node-bindings is for --engine flower (simulated nodes have no keys)")
     if args.engine == "flower" and args.client_cpus is not None:
         raise ValueError("--client-cpus is for --engine flower-sim (a deployment's SuperNodes use their own machines)")
     if args.resume:
@@ -132,11 +143,14 @@ def cmd_train_flower(args: argparse.Namespace, resume_config: ResumeConfig) -> i
     else:
         cfg = load_config(args.config, args.overrides)
         check_flower_config(cfg)  # before the run folder is created
+        if args.node_bindings is not None:
+            check_node_bindings(args.node_bindings, cfg)
         run = RunDir.create(args.runs_dir, cfg, args.name)
     print(f"run folder: {run.path} (engine {args.engine})", flush=True)
     given = {"round_timeout": args.round_timeout, "node_wait": args.node_wait, "client_cpus": args.client_cpus}
     options = FlowerOptions(
         root_certificates=args.root_certificates,
+        node_bindings=args.node_bindings,
         echo=not args.no_progress,
         **{k: v for k, v in given.items() if v is not None},
     )
@@ -154,9 +168,10 @@ def cmd_train_flower(args: argparse.Namespace, resume_config: ResumeConfig) -> i
 # --------------------------------------------------------------------------- foreground processes
 
 
-def _foreground(name: str, argv: list[str], env: dict[str, str]) -> int:
-    """Run a Flower process attached to this terminal; stop it (and its children) by PID on exit."""
-    print(f"+ FLWR_HOME={shlex.quote(env['FLWR_HOME'])} {shlex.join(argv)}", flush=True)
+def _foreground(commands: list[tuple[str, list[str]]], env: dict[str, str]) -> int:
+    """Run Flower processes attached to this terminal until one exits; stop all (and children) by PID."""
+    for _, argv in commands:
+        print(f"+ FLWR_HOME={shlex.quote(env['FLWR_HOME'])} {shlex.join(argv)}", flush=True)
 
     def terminate(signum, frame):
         raise SystemExit(128 + signum)
@@ -164,9 +179,11 @@ def _foreground(name: str, argv: list[str], env: dict[str, str]) -> int:
     previous = signal.signal(signal.SIGTERM, terminate)
     try:
         with ProcessSet() as procs:
-            proc = procs.start(name, argv, env, inherit_output=True)
+            started = [procs.start(name, argv, env, inherit_output=True) for name, argv in commands]
             try:
-                return proc.popen.wait()
+                while all(p.running() for p in started):
+                    time.sleep(0.2)
+                return next(p.popen.returncode for p in started if not p.running())
             except KeyboardInterrupt:
                 return 130
     finally:
@@ -189,29 +206,52 @@ def _tls_from_args(args) -> TLSFiles | None:
 
 
 def cmd_superlink(args) -> int:
+    """The SuperLink on loopback (``--control-port``: runs, registration) and the Fleet API gate on ``--host:--port``."""
     tls = _tls_from_args(args)
     for f in (tls.ca_cert, tls.server_cert, tls.server_key) if tls else ():
         if not f.is_file():
             raise FileNotFoundError(f"TLS file not found: {f}")
+    if args.control_port == args.port:
+        raise ValueError(f"--control-port {args.control_port}: must differ from --port (the nodes' port)")
     home = Path(args.home) if args.home else DEFAULT_HOME / "superlink"
     home.mkdir(parents=True, exist_ok=True)
     database = None if args.in_memory else home / "superlink.db"
-    argv = superlink_argv(
-        args.host, args.port, simulation=args.simulation, tls=tls, node_auth=args.node_auth, database=database
+    superlink = superlink_argv(
+        "127.0.0.1",
+        args.control_port,
+        simulation=args.simulation,
+        tls=tls,
+        node_auth=args.node_auth,
+        database=database,
     )
-    return _foreground("flower-superlink", argv, flower_env(home))
+    commands = [("flower-superlink", superlink)]
+    if not args.simulation:  # simulated nodes need no Fleet API
+        gate = gate_argv(f"{args.host}:{args.port}", f"127.0.0.1:{args.control_port}", tls)
+        commands.append(("fleet gate", gate))
+    return _foreground(commands, flower_env(home))
 
 
-def cmd_supernode(args) -> int:
+def _node_config_from_args(args) -> dict:
+    """The node config naming one logical client: ``--group`` + ``--partition``, or ``--client-id``."""
     if (args.group is None) == (args.client_id is None):
         raise ValueError("give --group and --partition, or --client-id")
     if args.group is not None and args.partition is None:
         raise ValueError("--group needs --partition (0-based index of this node's share of the group)")
+    if args.group is not None:
+        return {"group": args.group, "partition": args.partition}
+    return {"client-id": args.client_id}
+
+
+def _add_client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--group", help="group name (or index) of the node's client, e.g. mnist")
+    parser.add_argument("--partition", type=int, help="0-based partition index within the group (0 .. clients-1)")
+    parser.add_argument("--client-id", type=int, help="logical client id instead of --group/--partition")
+
+
+def cmd_supernode(args) -> int:
     if args.insecure == (args.root_certificates is not None):
         raise ValueError("give --root-certificates CA_PEM (TLS SuperLink) or --insecure (plain HTTP)")
-    node_config: dict = (
-        {"group": args.group, "partition": args.partition} if args.group is not None else {"client-id": args.client_id}
-    )
+    node_config = _node_config_from_args(args)
     if args.data_dir is not None:
         node_config["data-dir"] = str(Path(args.data_dir).resolve())
     label = f"{args.group}-{args.partition}" if args.group is not None else f"client-{args.client_id}"
@@ -225,13 +265,14 @@ def cmd_supernode(args) -> int:
         auth_private_key=args.auth_key,
         max_retries=args.max_retries,
     )
-    return _foreground("flower-supernode", argv, flower_env(home))
+    return _foreground([("flower-supernode", argv)], flower_env(home))
 
 
 def cmd_certs(args) -> int:
     from fissionvae.federation.flower.security import generate_certificates
 
-    files = generate_certificates(args.out, args.host or ["127.0.0.1", "localhost"], args.days)
+    hosts = list(dict.fromkeys([*(args.host or []), "127.0.0.1", "localhost"]))  # the gate reaches the SuperLink on loopback
+    files = generate_certificates(args.out, hosts, args.days)
     print(
         f"wrote {files.ca_cert} (give to every SuperNode and to `train --root-certificates`), {files.server_cert}, {files.server_key} (SuperLink only; keep private), {Path(args.out) / 'ca.key'} (keep private)"
     )
@@ -249,14 +290,33 @@ def cmd_keys(args) -> int:
 
 
 def cmd_register(args) -> int:
+    """Register a node key on this machine's SuperLink and bind it to the client it may serve."""
     if args.insecure == (args.root_certificates is not None):
         raise ValueError("give --root-certificates CA_PEM (TLS SuperLink) or --insecure (plain HTTP)")
+    node_config = _node_config_from_args(args)
+    public_key = Path(args.public_key)
+    try:
+        key_text = public_key.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{public_key}: cannot read the public key ({exc})") from None
+    if args.bindings is not None:  # refuse a taken client or key before registering anything
+        taken = read_bindings(args.bindings) if Path(args.bindings).exists() else []
+        for b in taken:
+            if b.node_config == node_config or b.public_key == key_text:
+                raise ValueError(f"{args.bindings}: {b.node_config} is already bound to node {b.node_id}")
     home = Path(args.home)
     write_connection(home, args.superlink, args.root_certificates)
-    res = flwr(["supernode", "register", str(args.public_key), CONNECTION], flower_env(home))
-    print(res.stdout, end="")
-    print(res.stderr, end="", file=sys.stderr)
-    return res.returncode
+    try:
+        node_id = register_node(public_key, flower_env(home))
+    except FlowerRunError as exc:
+        print(f"fissionvae: error: {exc}", file=sys.stderr)
+        return 1
+    if args.bindings is not None:
+        add_binding(args.bindings, NodeBinding(node_config, node_id, key_text))
+        print(f"registered {public_key} as node {node_id}, bound to {node_config} in {args.bindings}")
+    else:
+        print(f"registered {public_key} as node {node_id} (not bound to a client: give --bindings FILE)")
+    return 0
 
 
 def register(subparsers) -> None:
@@ -272,7 +332,14 @@ def register(subparsers) -> None:
         "--port",
         type=int,
         default=8000,
-        help="the one HTTP(S) port for SuperNodes, flwr and the ServerApp (default 8000)",
+        help="the SuperNodes' port: Fleet API only, through the gate (default 8000)",
+    )
+    s.add_argument(
+        "--control-port",
+        type=int,
+        default=8001,
+        help="loopback port of the SuperLink itself: its control API (`train`, `register`) and the ServerApp's "
+        "runtime API, reachable on this machine only (default 8001)",
     )
     s.add_argument("--home", help="FLWR_HOME of the SuperLink (default ./flower-home/superlink)")
     s.add_argument(
@@ -299,9 +366,7 @@ def register(subparsers) -> None:
 
     n = sub.add_parser("supernode", help="start a Flower SuperNode serving one logical client (foreground)")
     n.add_argument("--superlink", required=True, metavar="HOST:PORT")
-    n.add_argument("--group", help="group name (or index) of this node's client, e.g. mnist")
-    n.add_argument("--partition", type=int, help="0-based partition index within the group (0 .. clients-1)")
-    n.add_argument("--client-id", type=int, help="logical client id instead of --group/--partition")
+    _add_client_options(n)
     n.add_argument(
         "--data-dir",
         type=Path,
@@ -332,7 +397,8 @@ def register(subparsers) -> None:
     c.add_argument(
         "--host",
         action="append",
-        help="host name or IP address the SuperNodes use to reach the SuperLink (repeatable; default 127.0.0.1 and localhost)",
+        help="host name or IP address the SuperNodes use to reach the SuperLink (repeatable; 127.0.0.1 and localhost, "
+        "which the Fleet API gate uses, are always added)",
     )
     c.add_argument("--days", type=int, default=365)
     c.set_defaults(func=cmd_certs)
@@ -342,9 +408,24 @@ def register(subparsers) -> None:
     k.add_argument("--name", default="supernode")
     k.set_defaults(func=cmd_keys)
 
-    r = sub.add_parser("register", help="register a SuperNode public key with a SuperLink started with --node-auth")
-    r.add_argument("public_key", type=Path)
-    r.add_argument("--superlink", required=True, metavar="HOST:PORT")
+    r = sub.add_parser(
+        "register",
+        help="on the SuperLink's machine: register a SuperNode public key (--node-auth) and bind it to its client",
+    )
+    r.add_argument("public_key", type=Path, help="the node's public key (`fissionvae flower keys`)")
+    r.add_argument(
+        "--superlink",
+        required=True,
+        metavar="HOST:PORT",
+        help="the SuperLink's control address on this machine (127.0.0.1:--control-port, default 127.0.0.1:8001)",
+    )
+    _add_client_options(r)
+    r.add_argument(
+        "--bindings",
+        type=Path,
+        metavar="FILE",
+        help="node-bindings file to record client -> node in (give it to `train --node-bindings`)",
+    )
     r.add_argument("--root-certificates", type=Path, metavar="CA_PEM")
     r.add_argument("--insecure", action="store_true")
     r.add_argument(

@@ -33,6 +33,10 @@ class FlowerRunError(RuntimeError):
     """A Flower run failed, was stopped or did not finish its rounds (the run folder stays resumable)."""
 
 
+class SuperLinkUnreachable(FlowerRunError):
+    """``flwr`` got no answer about a run from the SuperLink (it crashed, stopped or lost the run)."""
+
+
 def flower_bin(name: str) -> str:
     """Path of a Flower executable (beside this Python first, then on PATH)."""
     here = Path(sys.executable).parent / name
@@ -125,6 +129,14 @@ def superlink_argv(
         argv += ["--database", str(database)]
     if log_file is not None:
         argv += ["--log-file", str(log_file)]
+    return argv
+
+
+def gate_argv(listen: str, upstream: str, tls: TLSFiles | None = None) -> list[str]:
+    """The Fleet API gate (:mod:`.gate`): ``listen`` is the public address, ``upstream`` the loopback SuperLink."""
+    argv = [sys.executable, "-m", "fissionvae.federation.flower.gate", "--listen", listen, "--upstream", upstream]
+    if tls is not None:
+        argv += ["--certfile", str(tls.server_cert), "--keyfile", str(tls.server_key), "--cafile", str(tls.ca_cert)]
     return argv
 
 
@@ -232,5 +244,21 @@ def run_status(run_id: int, env: dict[str, str]) -> dict:
     res = flwr(["ls", CONNECTION, "--run-id", str(run_id), "--format", "json"], env)
     info = _last_json(res.stdout)
     if not info or not info.get("runs"):
-        raise FlowerRunError(f"flwr ls --run-id {run_id} failed: {res.stdout[-2000:]} {res.stderr[-2000:]}")
+        reason = (info or {}).get("error-message") or (res.stderr.strip() or res.stdout.strip() or "no output")
+        raise SuperLinkUnreachable(f"flwr ls --run-id {run_id}: {str(reason).splitlines()[-1][:300]}")
     return info["runs"][0]
+
+
+def register_node(public_key: str | Path, env: dict[str, str]) -> int:
+    """``flwr supernode register <public key>`` on the connection's SuperLink; returns the node id.
+
+    Needs the SuperLink's control API, which :mod:`.gate` keeps on its loopback: this works only
+    on the SuperLink's machine. Raises FlowerRunError with Flower's one-line reason otherwise.
+    """
+    res = flwr(["supernode", "register", str(public_key), CONNECTION, "--format", "json"], env)
+    info = _last_json(res.stdout) or {}
+    node_id = info.get("node-id")
+    if res.returncode != 0 or not info.get("success") or not isinstance(node_id, int):
+        reason = info.get("error-message") or (res.stderr.strip() or res.stdout.strip()).splitlines()[-1:]
+        raise FlowerRunError(f"registering {public_key} failed: {reason}")
+    return node_id

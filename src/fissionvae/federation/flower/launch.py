@@ -21,6 +21,7 @@ This module does not import ``flwr`` (it drives Flower's command-line tools).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -34,9 +35,11 @@ from pathlib import Path
 from fissionvae.config import RunConfig
 from fissionvae.data.federated import client_groups
 from fissionvae.federation.flower import APP_DIR, FLOWER_ENGINES
+from fissionvae.federation.flower.bindings import client_nodes
 from fissionvae.federation.flower.commands import (
     CONNECTION,
     FlowerRunError,
+    SuperLinkUnreachable,
     flower_bin,
     flower_env,
     flwr,
@@ -52,10 +55,13 @@ from fissionvae.federation.flower.processes import (
     ProcessSet,
     die_with_parent,
     free_port,
+    kill_recorded,
     sigterm_raises,
 )
 from fissionvae.federation.state import ServerState
 from fissionvae.runs import RunDir
+
+SERVERAPP_PROCESS = "serverapp-process.json"  # in <run>/flower: pid and start time of the ServerApp
 
 
 def check_flower_config(cfg: RunConfig) -> None:
@@ -87,8 +93,10 @@ class FlowerOptions:
     ``node_wait``: seconds the ServerApp waits at start for every client's SuperNode;
     ``poll_interval``: the ServerApp's pull interval; ``client_cpus``: CPUs per simulated client
     (Ray) for ``flower-sim``; ``sim_cpus``: CPUs Ray may use in all (default: all cores), so at
-    most ``sim_cpus // client_cpus`` simulated clients train at once; ``root_certificates``: CA certificate of a TLS SuperLink (None:
-    plain HTTP); ``echo``: print the ServerApp's log while it runs.
+    most ``sim_cpus // client_cpus`` simulated clients train at once; ``root_certificates``: CA
+    certificate of a TLS SuperLink (None: plain HTTP); ``node_bindings``: the operator's
+    node-bindings file (:mod:`.bindings`: a client is served only by the node bound to it);
+    ``echo``: print the ServerApp's log while it runs.
     """
 
     round_timeout: float = 3600.0
@@ -97,6 +105,7 @@ class FlowerOptions:
     client_cpus: int = 1
     sim_cpus: int | None = None
     root_certificates: str | Path | None = None
+    node_bindings: str | Path | None = None
     echo: bool = True
     superlink_timeout: float = 60.0
 
@@ -157,7 +166,10 @@ def submit_and_wait(
         pump.join(10)
         run_id = found.get("run_id")
         if run_id is None:
-            raise FlowerRunError(f"flwr run did not start a run (exit code {popen.returncode}):\n{cli.log_tail()}")
+            raise FlowerRunError(
+                f"flwr run did not start a run (exit code {popen.returncode}; SuperLink down or unreachable?); "
+                f"its output is in {log_path}"
+            )
         status = run_status(run_id, env)
         for _ in range(3):  # the log stream can end early (connection dropped): follow again
             if str(status.get("status", "")).startswith("finished"):
@@ -252,7 +264,10 @@ def train_with_flower(
         "round-timeout": float(opts.round_timeout),
         "node-wait": float(opts.node_wait),
         "poll-interval": float(opts.poll_interval),
+        "node-bindings": str(Path(opts.node_bindings).resolve()) if opts.node_bindings else "",
     }
+    if opts.node_bindings:
+        check_node_bindings(opts.node_bindings, cfg)
     procs = processes if processes is not None else ProcessSet()
     with sigterm_raises(), procs:
         federation_config = None
@@ -275,8 +290,34 @@ def train_with_flower(
             if opts.sim_cpus is not None:
                 federation_config["init-args-num-cpus"] = int(opts.sim_cpus)
         write_connection(home, str(superlink), root_certificates)
-        status = submit_and_wait(run, env, run_config, federation_config, procs, opts.echo)
+        try:
+            status = submit_and_wait(run, env, run_config, federation_config, procs, opts.echo)
+        except SuperLinkUnreachable as exc:
+            stopped = kill_recorded(_serverapp_record(flower_dir))
+            done = run.load_state().round if run.has_checkpoint() else 0
+            raise FlowerRunError(
+                f"the SuperLink at {superlink} stopped answering during the run ({exc}); "
+                f"{done} of {cfg.effective_rounds} rounds are checkpointed"
+                f"{' and its ServerApp was stopped' if stopped else ''}: "
+                f"restart the SuperLink and resume with `fissionvae train --resume {run.path}`"
+            ) from None
     return check_finished(run, cfg, status, start_round, max_rounds)
+
+
+def _serverapp_record(flower_dir: Path) -> dict:
+    """What the run's ServerApp recorded about its process (empty if nothing readable)."""
+    try:
+        record = json.loads((flower_dir / SERVERAPP_PROCESS).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def check_node_bindings(path: str | Path, cfg: RunConfig) -> None:
+    """Raise BindingsError (naming the file) unless ``path`` binds clients of ``cfg`` to nodes."""
+    from fissionvae.federation.flower.clientapp import client_id_for  # imports flwr
+
+    client_nodes(path, cfg, client_id_for)
 
 
 def check_finished(run: RunDir, cfg: RunConfig, status: dict, start_round: int, max_rounds: int | None) -> ServerState:

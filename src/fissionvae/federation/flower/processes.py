@@ -88,6 +88,44 @@ def pid_alive(pid: int) -> bool:
     return stat[stat.rfind(")") + 2 :].split()[0] not in ("Z", "X")
 
 
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (``/proc/<pid>/stat``), or None if it is gone.
+
+    A PID plus its start time names one process, even after the PID is reused.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read().decode(errors="replace")
+    except OSError:
+        return None
+    return int(stat[stat.rfind(")") + 2 :].split()[19])
+
+
+def this_process() -> dict:
+    """``{"pid", "start"}`` of the calling process (for :func:`kill_recorded`)."""
+    return {"pid": os.getpid(), "start": start_time(os.getpid())}
+
+
+def kill_recorded(record: dict, timeout: float = 10.0) -> bool:
+    """Stop the process named by a :func:`this_process` record and its descendants, if it still runs.
+
+    SIGTERM to the process and its descendants, then SIGKILL to those left after ``timeout``.
+    Returns True if it was running (a reused PID with another start time is left alone).
+    """
+    pid = int(record.get("pid", 0))
+    if pid <= 0 or pid == os.getpid() or start_time(pid) != record.get("start") or not pid_alive(pid):
+        return False
+    tree = descendants(pid) | {pid}
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for p in tree:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(p, sig)
+        deadline = time.monotonic() + timeout
+        while any(pid_alive(p) for p in tree) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    return True
+
+
 @dataclass
 class ManagedProcess:
     name: str

@@ -25,7 +25,10 @@ from flwr.serverapp import Grid, ServerApp
 
 from fissionvae.federation.client import ClientResult, LocalTrainSpec
 from fissionvae.federation.engine import Federation, train
-from fissionvae.federation.flower.launch import check_flower_config
+from fissionvae.federation.flower.bindings import client_nodes
+from fissionvae.federation.flower.clientapp import client_id_for
+from fissionvae.federation.flower.launch import SERVERAPP_PROCESS, check_flower_config
+from fissionvae.federation.flower.processes import this_process
 from fissionvae.federation.flower.strategy import GroupFedAvg, NodeDirectory, exchange
 from fissionvae.io import append_jsonl, atomic_write_json
 from fissionvae.runs import RunDir
@@ -41,6 +44,7 @@ class ServerSettings:
     round_timeout: float = 3600.0
     node_wait: float = 120.0
     poll_interval: float = 0.5
+    node_bindings: str = ""
 
     @classmethod
     def from_run_config(cls, run_config) -> ServerSettings:
@@ -51,6 +55,7 @@ class ServerSettings:
             round_timeout=float(run_config.get("round-timeout", 3600.0)),
             node_wait=float(run_config.get("node-wait", 120.0)),
             poll_interval=float(run_config.get("poll-interval", 0.5)),
+            node_bindings=str(run_config.get("node-bindings", "")),
         )
         if not s.run_dir:
             raise ValueError(
@@ -150,7 +155,11 @@ def serve(grid: Grid, settings: ServerSettings) -> int:
     fed = Federation.from_config(cfg, data_dir, with_clients=False)
     log_dir = run.path / "flower"
     log_dir.mkdir(exist_ok=True)
-    directory = NodeDirectory(grid, fed, settings.poll_interval, query_timeout=min(settings.round_timeout, 60.0))
+    atomic_write_json(log_dir / SERVERAPP_PROCESS, this_process())  # `fissionvae train` stops it if the SuperLink dies
+    bindings = client_nodes(settings.node_bindings, cfg, client_id_for) if settings.node_bindings else None
+    directory = NodeDirectory(
+        grid, fed, settings.poll_interval, query_timeout=min(settings.round_timeout, 60.0), bindings=bindings
+    )
     strategy = GroupFedAvg(fed, directory, message_ttl=settings.round_timeout)
     dispatcher = FlowerDispatcher(grid, strategy, settings.round_timeout, settings.poll_interval, log_dir)
     n = len(fed.client_groups)

@@ -75,13 +75,23 @@ class NodeDirectory:
 
     Each online node is asked once which client it serves; a node that leaves is forgotten (and
     asked again if it comes back); a query unanswered after ``query_timeout`` seconds is dropped
-    and the node asked again in the next call, without waiting for it any more. Two nodes claiming one client: the first keeps it, the other
-    is logged and ignored. :meth:`restore` takes the answers a previous ServerApp of the same run
+    and the node asked again in the next call, without waiting for it any more. With ``bindings``
+    (logical client id -> node id, from the operator's node-bindings file) a claim to a client is
+    accepted only from the node bound to it; without, two nodes claiming one client: the first
+    keeps it, the other is logged and ignored. :meth:`restore` takes the answers a previous ServerApp of the same run
     recorded (``nodes.json``) for nodes that are still online, so a resumed run does not ask again.
     """
 
-    def __init__(self, grid: Grid, fed: Federation, poll_interval: float = 0.5, query_timeout: float = 60.0):
+    def __init__(
+        self,
+        grid: Grid,
+        fed: Federation,
+        poll_interval: float = 0.5,
+        query_timeout: float = 60.0,
+        bindings: Mapping[int, int] | None = None,
+    ):
         self.grid = grid
+        self.bindings = dict(bindings) if bindings is not None else None
         self.fed = fed
         self.poll_interval = poll_interval
         self.query_timeout = query_timeout
@@ -184,6 +194,15 @@ class NodeDirectory:
                 node_id,
                 client_id,
                 len(self.fed.client_groups) - 1,
+            )
+            return
+        if self.bindings is not None and self.bindings.get(client_id) != node_id:
+            log(
+                WARNING,
+                "node %d claims client %d, which the node bindings give to node %s: refused",
+                node_id,
+                client_id,
+                self.bindings.get(client_id),
             )
             return
         holder = self.node_of_client.get(client_id)

@@ -660,7 +660,7 @@ def test_deployment_attacks_registration_identity_crafted_count_and_superlink_cr
     outcome: dict = {}
 
     def crash_superlink_after_round_1():
-        while json.loads(run.status_path.read_text())["rounds_done"] < 1:
+        while not run.status_path.is_file() or json.loads(run.status_path.read_text())["rounds_done"] < 1:
             time.sleep(0.05)
         outcome["serverapps"] = _serverapps(tmp_path / "deployment")
         os.kill(dep.superlink.pid, signal.SIGKILL)  # the SuperLink alone, as a crash

@@ -69,7 +69,9 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--superlink",
         metavar="HOST:PORT",
-        help="--engine flower: the SuperLink to run on (run this command on the SuperLink's machine: its ServerApp writes the run folder there)",
+        help="--engine flower: the SuperLink's control address, 127.0.0.1:<its --control-port> (run this command "
+        "on the SuperLink's machine: only there is the control API reachable, and its ServerApp writes the run "
+        "folder there)",
     )
     g.add_argument(
         "--root-certificates",
@@ -124,11 +126,13 @@ def cmd_train_flower(args: argparse.Namespace, resume_config: ResumeConfig) -> i
         raise ValueError(f"not a Flower engine: {args.engine}")
     if args.engine == "flower" and not args.superlink:
         raise ValueError(
-            "--engine flower needs --superlink HOST:PORT (start one with `fissionvae flower superlink`; see docs/flower.md)"
+            "--engine flower needs --superlink HOST:PORT (start one with `fissionvae flower superlink`; see "
+            "docs/flower.md)"
         )
     if args.engine == "flower-sim" and (args.superlink or args.root_certificates):
         raise ValueError(
-            "--engine flower-sim starts its own simulation SuperLink; --superlink and --root-certificates are for --engine flower"
+            "--engine flower-sim starts its own simulation SuperLink; --superlink and --root-certificates are for "
+            "--engine flower"
         )
     if args.engine == "flower-sim" and args.node_bindings is not None:
         raise ValueError("--node-bindings is for --engine flower (simulated nodes have no keys)")
@@ -201,12 +205,13 @@ def _tls_from_args(args) -> TLSFiles | None:
     if args.ssl_certfile and args.ssl_keyfile and args.ssl_ca_certfile:
         return TLSFiles(Path(args.ssl_ca_certfile), Path(args.ssl_certfile), Path(args.ssl_keyfile))
     raise ValueError(
-        "choose TLS (--certs DIR, or --ssl-ca-certfile/--ssl-certfile/--ssl-keyfile) or --insecure (plain HTTP, loopback/trusted networks only)"
+        "choose TLS (--certs DIR, or --ssl-ca-certfile/--ssl-certfile/--ssl-keyfile) or --insecure (plain HTTP, "
+        "loopback/trusted networks only)"
     )
 
 
 def cmd_superlink(args) -> int:
-    """The SuperLink on loopback (``--control-port``: runs, registration) and the Fleet API gate on ``--host:--port``."""
+    """The SuperLink on loopback (``--control-port``: runs, registration), the Fleet API gate on ``--host:--port``."""
     tls = _tls_from_args(args)
     for f in (tls.ca_cert, tls.server_cert, tls.server_key) if tls else ():
         if not f.is_file():
@@ -271,10 +276,12 @@ def cmd_supernode(args) -> int:
 def cmd_certs(args) -> int:
     from fissionvae.federation.flower.security import generate_certificates
 
-    hosts = list(dict.fromkeys([*(args.host or []), "127.0.0.1", "localhost"]))  # the gate reaches the SuperLink on loopback
+    # the gate reaches the SuperLink on loopback: its certificate must name it there too
+    hosts = list(dict.fromkeys([*(args.host or []), "127.0.0.1", "localhost"]))
     files = generate_certificates(args.out, hosts, args.days)
     print(
-        f"wrote {files.ca_cert} (give to every SuperNode and to `train --root-certificates`), {files.server_cert}, {files.server_key} (SuperLink only; keep private), {Path(args.out) / 'ca.key'} (keep private)"
+        f"wrote {files.ca_cert} (give to every SuperNode and to `train --root-certificates`), {files.server_cert}, "
+        f"{files.server_key} (SuperLink only; keep private), {Path(args.out) / 'ca.key'} (keep private)"
     )
     return 0
 
@@ -284,7 +291,8 @@ def cmd_keys(args) -> int:
 
     private, public = generate_node_keys(args.out, args.name)
     print(
-        f"wrote {private} (stays on the SuperNode: --auth-key) and {public} (register it: fissionvae flower register {public} --superlink ...)"
+        f"wrote {private} (stays on the SuperNode: --auth-key) and {public} (register it: fissionvae flower register "
+        f"{public} --superlink ...)"
     )
     return 0
 

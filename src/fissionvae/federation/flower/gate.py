@@ -140,7 +140,7 @@ class FleetGate(ThreadingHTTPServer):
         self.upstream_timeout = timeout
         self.verbose = verbose
 
-    def finish_request(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
+    def finish_request(self, request, client_address) -> None:
         """TLS handshake in the connection's own thread (a slow client cannot block the others)."""
         if self.server_context is not None:
             request.settimeout(30)

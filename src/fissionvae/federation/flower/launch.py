@@ -74,11 +74,13 @@ def check_flower_config(cfg: RunConfig) -> None:
     """
     if cfg.mode == "centralized":
         raise ValueError(
-            "mode: centralized trains one client holding all data; run it with --engine inprocess (Flower engines are for federations)"
+            "mode: centralized trains one client holding all data; run it with --engine inprocess (Flower engines "
+            "are for federations)"
         )
     if cfg.federation.client_optimizer != "reset":
         raise ValueError(
-            f"federation.client_optimizer: {cfg.federation.client_optimizer!r} keeps each client's Adam state between rounds, which Flower clients cannot hold; use 'reset' or --engine inprocess"
+            f"federation.client_optimizer: {cfg.federation.client_optimizer!r} keeps each client's Adam state "
+            "between rounds, which Flower clients cannot hold; use 'reset' or --engine inprocess"
         )
 
 
@@ -174,8 +176,9 @@ def submit_and_wait(
         for _ in range(3):  # the log stream can end early (connection dropped): follow again
             if str(status.get("status", "")).startswith("finished"):
                 break
+            follow = [flower_bin("flwr"), "log", str(run_id), CONNECTION, "--stream"]
             again = subprocess.Popen(
-                [flower_bin("flwr"), "log", str(run_id), CONNECTION, "--stream"],
+                follow,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
@@ -185,7 +188,7 @@ def submit_and_wait(
                 preexec_fn=die_with_parent,
             )
             if procs is not None:
-                procs.processes.append(ManagedProcess("flwr log", again.args, again, log_path))
+                procs.processes.append(ManagedProcess("flwr log", follow, again, log_path))
                 procs.seen_pids.add(again.pid)
             _stream(again, log_path, echo, found)
             again.wait()
@@ -242,7 +245,8 @@ def train_with_flower(
         raise ValueError(f"unknown Flower engine {engine!r} (choose from {FLOWER_ENGINES})")
     if engine == "flower" and not superlink:
         raise ValueError(
-            "--engine flower needs --superlink HOST:PORT (start one with `fissionvae flower superlink`, see docs/flower.md)"
+            "--engine flower needs --superlink HOST:PORT (start one with `fissionvae flower superlink`, see "
+            "docs/flower.md)"
         )
     if engine == "flower-sim" and superlink:
         raise ValueError("--engine flower-sim starts its own simulation SuperLink; --superlink is for --engine flower")
@@ -329,6 +333,8 @@ def check_finished(run: RunDir, cfg: RunConfig, status: dict, start_round: int, 
     log = run.path / "flower" / "serverapp.log"
     if status.get("status") != "finished:completed" or done < expected:
         raise FlowerRunError(
-            f"Flower run {status.get('run-id')} ended {status.get('status')!r} after {done} of {expected} rounds (details: {status.get('status-details')}); ServerApp log: {log}; the run folder resumes from round {done}"
+            f"Flower run {status.get('run-id')} ended {status.get('status')!r} after {done} of {expected} rounds "
+            f"(details: {status.get('status-details')}); ServerApp log: {log}; the run folder resumes from round "
+            f"{done}"
         )
     return state  # type: ignore[return-value]

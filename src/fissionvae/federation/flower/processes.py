@@ -12,6 +12,7 @@ Nothing here knows about Flower beyond that environment variable.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import signal
 import socket
@@ -205,7 +206,7 @@ class ProcessSet:
                 preexec_fn=die_with_parent,
             )
         finally:
-            if log_path is not None:
+            if isinstance(log_fh, io.BufferedWriter):
                 log_fh.close()
         proc = ManagedProcess(name, list(argv), popen, Path(log_path) if log_path is not None else None)
         self.processes.append(proc)

@@ -369,8 +369,7 @@ def test_node_bindings_give_each_client_to_one_registered_node(tmp_path, shared_
         ("{", "not a node-bindings file"),
         ('{"version": 2, "bindings": []}', "version 1"),
         (
-            '{"version": 1, "bindings": [{"node-config": {"group": "mnist"}, '
-            '"node-id": -1, "public-key": "x"}]}',
+            '{"version": 1, "bindings": [{"node-config": {"group": "mnist"}, "node-id": -1, "public-key": "x"}]}',
             "node-id",
         ),
         (
@@ -762,3 +761,25 @@ def test_flower_commands_parse_and_write_certificates_and_keys(tmp_path, capsys)
         assert cli_main([*argv, "--runs-dir", str(runs)] if argv[0] == "train" else argv) == 2
         assert message in capsys.readouterr().err
     assert not runs.exists()
+
+    # node bindings: a bad file stops `train` before the run folder exists; a taken client or key
+    # stops `register` before Flower is asked (exit 2, not Flower's failure 1)
+    bad = tmp_path / "bindings.json"
+    bad.write_text(
+        '{"version": 1, "bindings": [{"node-config": {"group": "dogs", "partition": 0}, '
+        '"node-id": 7, "public-key": "ecdsa-sha2-nistp384 AAAA"}]}'
+    )
+    quick = str(REPO / "configs/mixed_mnist/quick.yaml")
+    capsys.readouterr()
+    argv = ["train", "--config", quick, "--engine", "flower", "--superlink", "127.0.0.1:1", "--node-bindings", str(bad)]
+    assert cli_main([*argv, "--runs-dir", str(runs)]) == 2
+    assert str(bad) in capsys.readouterr().err and not runs.exists()
+    taken = tmp_path / "taken.json"
+    add_binding(taken, NodeBinding({"group": "mnist", "partition": 0}, 7, "ecdsa-sha2-nistp384 AAAA"))
+    pub = tmp_path / "k" / "mnist-0.pub"
+    for client in (["--group", "mnist", "--partition", "0"], ["--group", "mnist", "--partition", "1"]):
+        if client[-1] == "1":
+            taken.write_text(taken.read_text().replace("ecdsa-sha2-nistp384 AAAA", pub.read_text().strip()))
+        register = ["flower", "register", str(pub), "--superlink", "127.0.0.1:1", "--insecure", "--home"]
+        assert cli_main([*register, str(tmp_path / "h"), *client, "--bindings", str(taken)]) == 2
+        assert "already bound" in capsys.readouterr().err

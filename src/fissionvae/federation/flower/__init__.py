@@ -19,6 +19,8 @@ without ``flwr`` installed):
 - ``launch``: ``flwr run`` and waiting for it, :func:`train_with_flower`.
 - ``deployment``: :class:`LocalDeployment`, a loopback SuperLink + SuperNodes for tests and benchmarks.
 - ``security``: TLS certificates and SuperNode keys for Flower's node authentication.
+- ``gate``: the SuperLink's public address, forwarding the Fleet API only (the control API stays on loopback).
+- ``bindings``: the operator's node bindings (logical client -> registered node id).
 - ``cli``: the ``fissionvae flower ...`` commands and the ``--engine`` hook of ``train``.
 """
 

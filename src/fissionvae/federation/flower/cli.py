@@ -311,7 +311,8 @@ def cmd_register(args) -> int:
         taken = read_bindings(args.bindings) if Path(args.bindings).exists() else []
         for b in taken:
             if b.node_config == node_config or b.public_key == key_text:
-                raise ValueError(f"{args.bindings}: {b.node_config} is already bound to node {b.node_id}")
+                what = "this client" if b.node_config == node_config else "this key"
+                raise ValueError(f"{args.bindings}: {what} is already bound ({b.node_config} -> node {b.node_id})")
     home = Path(args.home)
     write_connection(home, args.superlink, args.root_certificates)
     try:

@@ -556,7 +556,7 @@ def test_deployment_over_tls_with_node_auth_resumes_and_survives_a_dead_node(tmp
             urllib.request.urlopen(f"http://{dep.address}/health", timeout=10)
 
         opts = FlowerOptions(
-            echo=False, node_wait=120, round_timeout=30, root_certificates=tls.ca_cert, node_bindings=dep.bindings_path
+            echo=False, node_wait=120, round_timeout=90, root_certificates=tls.ca_cert, node_bindings=dep.bindings_path
         )
         first = train_with_flower(cfg, run, "flower", dep.control_address, max_rounds=1, options=opts)
         assert first.round == 1 and json.loads(run.status_path.read_text())["state"] == "stopped"
@@ -691,7 +691,7 @@ def test_deployment_attacks_registration_identity_crafted_count_and_superlink_cr
         killer = threading.Thread(target=crash_superlink_after_round_1, daemon=True)
         killer.start()
         opts = FlowerOptions(
-            echo=False, node_wait=120, round_timeout=60, root_certificates=tls.ca_cert, node_bindings=dep.bindings_path
+            echo=False, node_wait=120, round_timeout=120, root_certificates=tls.ca_cert, node_bindings=dep.bindings_path
         )
         with pytest.raises(FlowerRunError) as failed:
             train_with_flower(cfg, run, "flower", dep.control_address, options=opts)

@@ -7,8 +7,8 @@ participant its owned weights as a Flower ``Message`` and turns the replies back
 metrics, checkpoints, resume and artifacts are therefore the engine's code. The ClientApp loads
 the node's own data partition and calls :func:`~fissionvae.federation.client.client_update`.
 
-Modules (``processes``, ``commands``, ``launch``, ``deployment``, ``gate`` and ``cli`` can be imported
-without ``flwr`` installed):
+Modules (``processes``, ``commands``, ``launch``, ``deployment``, ``gate``, ``bindings``, ``cli`` and
+``train_cli`` can be imported without ``flwr`` installed):
 
 - ``messages``: state dicts, round specs, configs and results <-> Flower records.
 - ``strategy``: :class:`GroupFedAvg`, the Flower Strategy (configure/aggregate through the
@@ -21,7 +21,7 @@ without ``flwr`` installed):
 - ``security``: TLS certificates and SuperNode keys for Flower's node authentication.
 - ``gate``: the SuperLink's public address, forwarding the Fleet API only (the control API stays on loopback).
 - ``bindings``: the operator's node bindings (logical client -> registered node id).
-- ``cli``: the ``fissionvae flower ...`` commands and the ``--engine`` hook of ``train``.
+- ``cli``: the ``fissionvae flower ...`` commands; ``train_cli``: the ``--engine flower-sim|flower`` part of ``train``.
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
 from fissionvae.io import atomic_write_bytes
+from fissionvae.paths import cache_root
 
 LOADER_VERSION = "folder-v1:exif,rgb-over-white,center-square,pillow-resize"
 RESAMPLE = {
@@ -76,10 +77,8 @@ class FolderImages:
 
 
 def default_cache_dir() -> Path:
-    """``<fissionvae cache>/folders`` (see :func:`fissionvae.evaluation.inception.default_cache_dir`)."""
-    from fissionvae.evaluation.inception import default_cache_dir as root
-
-    return root() / "folders"
+    """``<fissionvae cache>/folders`` (see :func:`fissionvae.paths.cache_root`)."""
+    return cache_root() / "folders"
 
 
 def list_files(root: Path) -> list[Path]:

@@ -12,10 +12,11 @@ One idea per module:
 from fissionvae.config.files import apply_overrides, deep_merge, load_config, load_yaml_with_extends, save_config
 from fissionvae.config.parsing import from_dict
 from fissionvae.config.rules import (
-    check_data_sizes,
+    check_client_counts,
     check_max_rounds,
     check_override_applies,
     check_run_name,
+    check_subset_sizes,
     group_image_shape,
     validate,
 )
@@ -50,10 +51,11 @@ __all__ = [
     "RunConfig",
     "TrainConfig",
     "apply_overrides",
-    "check_data_sizes",
+    "check_client_counts",
     "check_max_rounds",
     "check_override_applies",
     "check_run_name",
+    "check_subset_sizes",
     "deep_merge",
     "from_dict",
     "group_image_shape",

@@ -179,21 +179,23 @@ def check_override_applies(cfg: RunConfig, overrides: list[str]) -> None:
             )
 
 
-def check_data_sizes(cfg: RunConfig, available: list[tuple[int, int]]) -> None:
-    """Subset sizes and client counts against the images each group really has.
+def check_subset_sizes(g: GroupConfig, key: str, n_train: int, n_test: int) -> None:
+    """A group's ``train_size``/``test_size`` against the images its dataset really has.
 
-    ``available`` holds (train images, test images) per group, in config order. A ``train_size``
-    or ``test_size`` larger than the split is an error (it used to be clamped silently), and so
-    is a group with more clients than training images.
+    Larger than the split is an error naming the option (it used to be clamped silently).
     """
-    for i, (g, (n_train, n_test)) in enumerate(zip(cfg.data.groups, available, strict=True)):
-        key = f"data.groups[{i}]"
-        if g.train_size is not None and g.train_size > n_train:
-            raise ConfigError(
-                f"{key}.train_size: {g.train_size} asked for, but {g.dataset} has {n_train} training images"
-            )
-        if g.test_size is not None and g.test_size > n_test:
-            raise ConfigError(f"{key}.test_size: {g.test_size} asked for, but {g.dataset} has {n_test} test images")
-        n_used = n_train if g.train_size is None else g.train_size
-        if cfg.mode == "federated" and g.clients > n_used:
-            raise ConfigError(f"{key}.clients: {g.clients} clients but only {n_used} training images to split")
+    for option, size, n, split in (
+        ("train_size", g.train_size, n_train, "training"),
+        ("test_size", g.test_size, n_test, "test"),
+    ):
+        if size is not None and size > n:
+            raise ConfigError(f"{key}.{option}: {size} asked for, but {g.dataset} has {n} {split} images")
+
+
+def check_client_counts(cfg: RunConfig, train_images: list[int]) -> None:
+    """Every federated group has at least one training image per client (``train_images`` per group)."""
+    if cfg.mode != "federated":
+        return
+    for i, (g, n) in enumerate(zip(cfg.data.groups, train_images, strict=True)):
+        if g.clients > n:
+            raise ConfigError(f"data.groups[{i}].clients: {g.clients} clients but only {n} training images to split")

@@ -182,7 +182,10 @@ def test_resume_refuses_another_runs_checkpoint(run, trained, capsys):
 
 
 def test_resume_refuses_a_changed_architecture(run, trained, capsys):
-    ours, theirs = load_state(run / "checkpoints" / "latest.pt"), load_state(trained["other"] / "checkpoints" / "latest.pt")
+    ours, theirs = (
+        load_state(run / "checkpoints" / "latest.pt"),
+        load_state(trained["other"] / "checkpoints" / "latest.pt"),
+    )
     theirs.config = ours.config  # the stored config agrees, the weights do not
     save_state(theirs, run / "checkpoints" / "latest.pt")
     err = fails_cleanly(["train", "--resume", str(run), "--set", "train.rounds=3"], capsys, run)
@@ -218,7 +221,9 @@ def test_resume_refuses_train_rounds_on_a_centralised_run(tmp_path, shared_data_
 
 
 def test_resume_refuses_a_bad_max_rounds(run, capsys):
-    assert "--max-rounds: must be >= 1" in fails_cleanly(["train", "--resume", str(run), "--max-rounds", "-1"], capsys, run)
+    assert "--max-rounds: must be >= 1" in fails_cleanly(
+        ["train", "--resume", str(run), "--max-rounds", "-1"], capsys, run
+    )
 
 
 # --------------------------------------------------------------------------- order and leftovers

@@ -191,9 +191,22 @@ def load_split(
     root = resolve_data_dir(data_dir)
     if root.exists() and not root.is_dir():
         raise DataFileError(root, "the data folder is a file, not a folder")
-    kwargs = dict(download=download, mirrors=mirrors, progress=progress, search_dirs=search_dirs)
     checks = [
-        _FileCheck.of(_locate(spec, split, filename, root, **kwargs), spec, filename) for filename in spec.files[split]
+        _FileCheck.of(
+            _locate(
+                spec,
+                split,
+                filename,
+                root,
+                download=download,
+                mirrors=mirrors,
+                progress=progress,
+                search_dirs=search_dirs,
+            ),
+            spec,
+            filename,
+        )
+        for filename in spec.files[split]
     ]
     images, labels = _load_pair(*checks, tuple(spec.image_shape), spec.num_classes)
     return images.copy(), labels.copy()

@@ -272,3 +272,22 @@ def test_runtime_errors_are_one_line_and_debug_shows_the_traceback(setup, capsys
     assert "RuntimeError: first line second line" in err and "--debug" in err
     with pytest.raises(RuntimeError, match="first line"):
         cli.main(["--debug", *train_argv(cfg, runs)])
+
+
+def test_a_folder_given_as_config_file_or_run_folder(setup, capsys):
+    cfg, runs = setup
+    folder = cfg.parent
+    err = fails_cleanly(["train", "--config", str(folder), "--runs-dir", str(runs)], capsys, folder)
+    assert f"{folder}: is a folder, not a config file" in err
+    assert f"{cfg}: not a run folder (no such folder)" in fails_cleanly(["train", "--resume", str(cfg)], capsys, folder)
+    err = fails_cleanly(train_argv(cfg, runs, "--set", "seed.x=1"), capsys, folder)
+    assert "--set seed.x: seed is a value, not a section" in err
+
+
+def test_resume_refuses_a_missing_or_folder_checkpoint(run, capsys):
+    ckpt = run / "checkpoints" / "latest.pt"
+    ckpt.unlink()
+    err = fails_cleanly(["train", "--resume", str(run)], capsys, run)
+    assert f"{ckpt}: missing, but status.json says 2 round(s) were done" in err
+    ckpt.mkdir()
+    assert f"{ckpt}: is not a checkpoint file" in fails_cleanly(["train", "--resume", str(run)], capsys, run)

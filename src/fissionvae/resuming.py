@@ -10,6 +10,7 @@ file of the run is changed (metrics are truncated, and status rewritten, only af
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fissionvae.config import (
@@ -23,7 +24,7 @@ from fissionvae.config import (
 )
 from fissionvae.federation.state import CheckpointError, ServerState
 from fissionvae.models.vae import build_model
-from fissionvae.runs import RunDir
+from fissionvae.runs import RunDir, RunDirError
 
 # Settings a resumed run may change: they extend or observe training, never alter its past.
 RESUMABLE_OVERRIDES = (
@@ -50,7 +51,25 @@ def resume_config(run: RunDir, overrides: list[str] | None = None) -> RunConfig:
     check_override_applies(cfg, overrides)
     if run.has_checkpoint():
         check_checkpoint(cfg, run.load_state(), run, overrides)
+    else:
+        check_no_checkpoint_is_a_fresh_start(run)
     return cfg
+
+
+def check_no_checkpoint_is_a_fresh_start(run: RunDir) -> None:
+    """Without a checkpoint a resume starts at round 0, which is right only if none was ever written."""
+    path = run.checkpoint_path
+    if path.exists() or path.is_symlink():
+        raise CheckpointError(f"{path}: is not a checkpoint file (a folder or a broken link)")
+    try:
+        done = json.loads(run.status_path.read_text()).get("rounds_done", 0) if run.status_path.is_file() else 0
+    except (ValueError, AttributeError, OSError):
+        raise RunDirError(f"{run.status_path}: not a status file written by fissionvae") from None
+    if done:
+        raise CheckpointError(
+            f"{path}: missing, but {run.status_path.name} says {done} round(s) were done; restore the checkpoint "
+            "(resuming would start again from round 0)"
+        )
 
 
 def check_checkpoint(cfg: RunConfig, state: ServerState, run: RunDir, overrides: list[str]) -> None:

@@ -282,6 +282,8 @@ def test_a_folder_given_as_config_file_or_run_folder(setup, capsys):
     assert f"{cfg}: not a run folder (no such folder)" in fails_cleanly(["train", "--resume", str(cfg)], capsys, folder)
     err = fails_cleanly(train_argv(cfg, runs, "--set", "seed.x=1"), capsys, folder)
     assert "--set seed.x: seed is a value, not a section" in err
+    err = fails_cleanly(train_argv(cfg, runs, "--data-dir", str(cfg)), capsys, folder)
+    assert f"{cfg}: the data folder is a file, not a folder" in err
 
 
 def test_resume_refuses_a_missing_or_folder_checkpoint(run, capsys):

@@ -10,6 +10,8 @@ import torch
 
 from fissionvae import __version__
 from fissionvae.config import ConfigError, load_config
+from fissionvae.data.download import DownloadError
+from fissionvae.data.idx import DataFileError
 from fissionvae.federation.flower import FLOWER_ENGINES
 from fissionvae.federation.flower import cli as flower_cli
 from fissionvae.federation.state import CheckpointError
@@ -162,9 +164,9 @@ def cmd_train(args) -> int:
         state = api.resume(args.resume, args.overrides, args.data_dir, args.max_rounds, progress)
         print(f"run {args.resume}: {state.round} round(s) done")
         return 0
-    cfg = load_config(args.config, args.overrides)
     run = api.train_from_config(
-        cfg,
+        args.config,
+        args.overrides,
         runs_dir=args.runs_dir,
         name=args.name,
         data_dir=args.data_dir,
@@ -277,6 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fissionvae", description="Federated VAEs for non-IID client groups (FedVAE, FissionVAE)."
     )
     parser.add_argument("--version", action="version", version=f"fissionvae {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the full traceback of an error (before the command: fissionvae --debug train ...)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (
         _add_train,
@@ -293,13 +300,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# errors of input or environment: one line and exit status 2 (everything a user can fix by typing)
+USER_ERRORS = (ConfigError, RunDirError, CheckpointError, DataFileError, DownloadError, FileNotFoundError, ValueError)
+
+
+def one_line(exc: BaseException) -> str:
+    """The exception's message on one line (multi-line messages of torch, pip, etc. joined)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; an error is one line on stderr (a traceback only with ``--debug``)."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, RunDirError, CheckpointError, FileNotFoundError, ValueError) as exc:
-        print(f"fissionvae: error: {exc}", file=sys.stderr)
+    except USER_ERRORS as exc:
+        if args.debug:
+            raise
+        print(f"fissionvae: error: {one_line(exc)}", file=sys.stderr)
         return 2
+    except (RuntimeError, OSError) as exc:
+        if args.debug:
+            raise
+        print(
+            f"fissionvae: error: {type(exc).__name__}: {one_line(exc)} (fissionvae --debug ... shows the traceback)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

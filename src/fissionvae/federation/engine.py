@@ -238,8 +238,8 @@ def _train_rounds(
 ) -> ServerState:
     """The round loop of :func:`train`."""
     state = run.load_state() if run.has_checkpoint() else fed.initial_state()
+    fed.model.load_state_dict(state.weights)  # verifies the checkpoint fits before any file changes
     run.truncate_metrics(state.round)
-    fed.model.load_state_dict(state.weights)
     planned = cfg.effective_rounds
     stop = planned if max_rounds is None else min(planned, state.round + max_rounds)
     run.write_status(state, planned, running=True)
@@ -266,6 +266,6 @@ def _train_rounds(
             clients=len(outcome.results),
             **{f"test_{t}": f"{records[-1][f'test/{t}']:.1f}" for t in fed.model.progress_terms},
         )
-    run.write_status(state, planned, running=False)
     write_run_artifacts(fed.model.cpu(), fed.groups, run, cfg)
+    run.write_status(state, planned, running=False)  # "finished" only once images and plots exist
     return state

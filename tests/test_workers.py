@@ -74,7 +74,7 @@ def test_two_workers_give_the_in_process_rounds_bit_for_bit_then_fail_cleanly(fe
         pool(broken, 2, [0, 1, 2, 3], fed.round_spec(2))
     assert_gone(pids, before)
     with pytest.raises(WorkerError, match="closed"):
-        pool(weights, 0, [0], fed.round_spec(0))
+        pool(weights, 0, [0], fed.round_spec(0), {})
 
 
 def test_keep_optimizer_run_is_identical_with_one_and_two_workers(tmp_path, shared_data_dir):
@@ -110,7 +110,7 @@ def test_a_dead_worker_is_an_error_and_the_pool_shuts_down(fed):
     pids = pool.pids
     os.kill(pids[1], signal.SIGKILL)
     with pytest.raises(WorkerError, match=r"worker 1 \(pid \d+\) died"):
-        pool(weights, 0, [0, 1, 2, 3], fed.round_spec(0))
+        pool(weights, 0, [0, 1, 2, 3], fed.round_spec(0), {})
     assert_gone(pids, before)
 
 

@@ -10,9 +10,11 @@ import torch
 
 from fissionvae import __version__
 from fissionvae.config import ConfigError, load_config
+from fissionvae.federation.engine import RunFailed
 from fissionvae.federation.flower import FLOWER_ENGINES
 from fissionvae.federation.flower import cli as flower_cli
 from fissionvae.federation.state import CheckpointError
+from fissionvae.federation.workers import WorkerError
 from fissionvae.models.vae import PATHWAY_HELP
 from fissionvae.runs import RunDirError
 from fissionvae.studies.cli import register as _add_study
@@ -300,6 +302,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, RunDirError, CheckpointError, FileNotFoundError, ValueError) as exc:
         print(f"fissionvae: error: {exc}", file=sys.stderr)
         return 2
+    except (RunFailed, WorkerError) as exc:  # the run folder's status says "failed"
+        print(f"fissionvae: error: {(str(exc).splitlines() or [type(exc).__name__])[0]}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # the round loop left status "stopped" and closed its workers
+        print(
+            "fissionvae: interrupted; the run stopped after its last complete round (--resume continues it)",
+            file=sys.stderr,
+        )
+        return 130
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -143,6 +144,18 @@ class FederationConfig:
     # another; N > 1 = a pool of N worker processes; 0 = auto (a pool of min(cores // threads,
     # expected participants) where the run is big enough to pay for it; docs/engine.md)
     workers: int = 0
+    # robust aggregation (docs/engine.md "Hostile clients"): the rule that merges the accepted replies
+    # of each key's senders: "fedavg" (sample-weighted mean, the papers'), "trimmed_mean"
+    # (coordinate-wise, drops floor(trim_fraction * senders) values at each end) or "median"
+    # (coordinate-wise); off by default
+    aggregator: Literal["fedavg", "trimmed_mean", "median"] = "fedavg"
+    trim_fraction: float = 0.1  # trimmed_mean only: fraction cut at each end, in [0, 0.5)
+    # server-side update-norm clip: each accepted reply's update (weights - global) is scaled to L2
+    # norm at most this before aggregation; null = off
+    clip_norm: float | None = None
+    # consecutive rounds in which replies came back but every one was rejected before the run stops
+    # with status "failed"
+    max_failed_rounds: int = 3
 
 
 @dataclass
@@ -365,7 +378,8 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"train.lr: must be > 0, got {cfg.train.lr}")
     if not 0.0 < cfg.federation.participation <= 1.0:
         raise ConfigError(f"federation.participation: must be in (0, 1], got {cfg.federation.participation}")
-    _positive(cfg.federation, "federation", ("threads",))
+    _positive(cfg.federation, "federation", ("threads", "max_failed_rounds"))
+    _validate_robustness(cfg.federation)
     if cfg.federation.workers < 0:
         raise ConfigError(f"federation.workers: must be >= 0 (0 = auto, 1 = in-process), got {cfg.federation.workers}")
     if cfg.federation.workers > 1 and cfg.train.device != "cpu":
@@ -374,6 +388,15 @@ def validate(cfg: RunConfig) -> None:
         )
     _validate_device(cfg.train.device)
     _positive(cfg.eval, "eval", ("test_per_group", "grid_size", "recon_per_group"))
+
+
+def _validate_robustness(f: FederationConfig) -> None:
+    if not 0.0 <= f.trim_fraction < 0.5:
+        raise ConfigError(f"federation.trim_fraction: must be in [0, 0.5), got {f.trim_fraction}")
+    if f.clip_norm is not None and not (0.0 < f.clip_norm < math.inf):
+        raise ConfigError(
+            f"federation.clip_norm: must be a finite number > 0 (or null: no clipping), got {f.clip_norm}"
+        )
 
 
 def _validate_device(device: str) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from logging import INFO, WARNING
 from pathlib import Path
@@ -22,11 +23,13 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
+from torch import Tensor
 
-from fissionvae.federation.client import ClientResult, LocalTrainSpec
+from fissionvae.federation.client import LocalTrainSpec
 from fissionvae.federation.engine import Federation, train
 from fissionvae.federation.flower.launch import check_flower_config
 from fissionvae.federation.flower.strategy import GroupFedAvg, NodeDirectory, exchange
+from fissionvae.federation.replies import Reply
 from fissionvae.io import append_jsonl, atomic_write_json
 from fissionvae.runs import RunDir
 
@@ -87,12 +90,12 @@ class FlowerDispatcher:
 
     def __call__(
         self,
-        weights: dict,
+        weights: Mapping[str, Tensor],
         round_index: int,
         participants: list[int],
         spec: LocalTrainSpec,
-        client_states: dict | None = None,
-    ) -> list[ClientResult]:
+        client_states: Mapping[int, dict],
+    ) -> list[Reply]:
         if spec.keep_optimizer:
             raise ValueError("Flower clients keep no optimiser state between rounds (see launch.check_flower_config)")
         start = time.perf_counter()

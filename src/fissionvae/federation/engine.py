@@ -207,7 +207,10 @@ def _train_rounds(
     )
     try:
         for r in bar:
-            state = _one_round(cfg, run, fed, dispatch, state, r, bar)
+            state, outcome = _one_round(cfg, run, fed, dispatch, state, r, bar)
+            streak = state.extra.get(FAILED_STREAK, 0)
+            if streak >= cfg.federation.max_failed_rounds:
+                raise RunFailed(_failure_message(run, r + 1, streak, outcome))
     except KeyboardInterrupt:
         with contextlib.suppress(OSError):
             run.write_status(state, planned, running=False)
@@ -225,8 +228,8 @@ def _train_rounds(
 
 def _one_round(
     cfg: RunConfig, run: RunDir, fed: Federation, dispatch: Dispatcher, state: ServerState, r: int, bar: tqdm
-) -> ServerState:
-    """Round ``r``: train, record, checkpoint; returns the new state (raises RunFailed at the failure limit)."""
+) -> tuple[ServerState, RoundOutcome]:
+    """Round ``r``: train, record, checkpoint; returns the new state and the round's outcome."""
     start = time.perf_counter()
     outcome = run_round(fed, state.weights, r, dispatch, state.client_states)
     seconds = time.perf_counter() - start
@@ -250,6 +253,4 @@ def _one_round(
         **{k: v for k, v in flags.items() if k != "FAILED" or outcome.failed},
         **{f"test_{t}": f"{records[-1][f'test/{t}']:.1f}" for t in fed.model.progress_terms},
     )
-    if streak >= cfg.federation.max_failed_rounds:
-        raise RunFailed(_failure_message(run, r + 1, streak, outcome))
-    return state
+    return state, outcome

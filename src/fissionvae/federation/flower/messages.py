@@ -27,7 +27,7 @@ import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
@@ -168,13 +168,13 @@ def parse_result(content: RecordDict, expected_client: int) -> ClientResult | Re
     from fissionvae.federation.replies import Rejected
 
     try:
-        meta = content.config_records[META]
+        meta: Mapping[str, Any] = content.config_records[META]  # raw values, checked by the engine
         claimed = meta["client-id"]
         if claimed != expected_client or type(claimed) is not int:
             raise ValueError(f"reply claims client {claimed!r}")
         groups = meta["groups"]
         groups = list(groups) if isinstance(groups, list) else groups
-        metrics = {k: v for k, v in content.metric_records[METRICS].items() if k != NUM_EXAMPLES}
+        metrics: dict[str, Any] = {k: v for k, v in content.metric_records[METRICS].items() if k != NUM_EXAMPLES}
         weights = record_to_state(content.array_records[ARRAYS])
         result = ClientResult(expected_client, groups, meta[NUM_EXAMPLES], weights, metrics)
     except Exception as exc:  # any decoding problem makes the reply invalid, never fatal

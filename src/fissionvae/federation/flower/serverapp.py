@@ -110,7 +110,7 @@ class FlowerDispatcher:
             "participants": list(participants),
             "sent": {str(cid): m.metadata.dst_node_id for cid, m in pairs},
             "no_node": [c for c in participants if self.directory.node_of(c) is None],
-            "replied": sorted(r.client_id for r in results),
+            "replied": sorted(r.client_id for r in results if r.client_id is not None),
             "errors": errors,
             "timed_out": sorted(set(client_of.values()) - answered),
             "push_failed": len(pairs) - len(client_of),

@@ -51,7 +51,7 @@ def test_two_workers_give_the_in_process_rounds_bit_for_bit_then_fail_cleanly(fe
     # an exception inside a client: reported with its traceback, the pool shut down
     broken = weights | {"encoder.x.head.bias": torch.zeros(3)}  # wrong shape: every client's update raises
     with pytest.raises(WorkerError, match=r"(?s)client \d failed in worker .*size mismatch for encoder.x.head.bias"):
-        pool(broken, 2, [0, 1, 2, 3], fed.round_spec(2))
+        pool(broken, 2, [0, 1, 2, 3], fed.round_spec(2), {})
     assert_gone(pids, before)
     with pytest.raises(WorkerError, match="closed"):
         pool(weights, 0, [0], fed.round_spec(0), {})

@@ -248,9 +248,9 @@ class WorkerPool:
                     message = self._receive(w)  # a dead worker raises here
                     del busy[w.conn]
                     if message[0] == "error":
-                        raise WorkerError(
-                            f"client {message[1]} failed in worker {w.index} (pid {w.process.pid}):\n{message[2]}"
-                        )
+                        last = (message[2].strip().splitlines() or ["?"])[-1]  # the exception, for one-line reports
+                        where = f"client {message[1]} failed in worker {w.index} (pid {w.process.pid})"
+                        raise WorkerError(f"{where}: {last}\n{message[2]}")
                     replies[message[1]] = message[2]
                     self.round_stats.append({"client": message[1], "worker": w.index, "cpu_seconds": message[3]})
                     w.client = None

@@ -207,7 +207,10 @@ def _train_rounds(
     )
     try:
         for r in bar:
-            state, outcome = _one_round(cfg, run, fed, dispatch, state, r, bar)
+            new, outcome = _one_round(cfg, run, fed, dispatch, state, r, bar)
+            run.save_state(new)
+            state = new  # only now: a Ctrl-C before this line leaves the previous round in status and checkpoint
+            run.write_status(state, planned, running=True)
             streak = state.extra.get(FAILED_STREAK, 0)
             if streak >= cfg.federation.max_failed_rounds:
                 raise RunFailed(_failure_message(run, r + 1, streak, outcome))
@@ -229,7 +232,7 @@ def _train_rounds(
 def _one_round(
     cfg: RunConfig, run: RunDir, fed: Federation, dispatch: Dispatcher, state: ServerState, r: int, bar: tqdm
 ) -> tuple[ServerState, RoundOutcome]:
-    """Round ``r``: train, record, checkpoint; returns the new state and the round's outcome."""
+    """Round ``r``: train, append its metrics, show it on the bar; returns the new (unsaved) state and the outcome."""
     start = time.perf_counter()
     outcome = run_round(fed, state.weights, r, dispatch, state.client_states)
     seconds = time.perf_counter() - start
@@ -245,8 +248,6 @@ def _one_round(
         client_states=state.client_states | outcome.client_states,
         extra=_with_streak(state, streak),
     )
-    run.save_state(state)
-    run.write_status(state, cfg.effective_rounds, running=True)
     flags = {"rejected": len(outcome.rejected), "FAILED": f"{streak} in a row"} if outcome.rejected else {}
     bar.set_postfix(
         clients=len(outcome.results),

@@ -7,9 +7,10 @@ engine's functions, never copies of them:
   (:func:`~fissionvae.federation.sampling.sample_participants`, as ``run_round`` draws it), and
   one message per participant holding ONLY the keys that client owns (encoder + its group's
   branch), addressed to the SuperNode that serves that client.
-- ``aggregate_train``: replies -> :class:`ClientResult` -> the engine's ``run_round`` (reply
-  checks (:mod:`fissionvae.federation.replies`), then group-aware ``aggregate``: encoder over all replies, branch g
-  over group g's replies, sample-count weights, heterogeneous shapes, a branch nobody sent kept).
+- ``aggregate_train``: replies -> :class:`ClientResult` or ``Rejected`` -> the engine's ``run_round``
+  (reply checks of :mod:`fissionvae.federation.replies`, then group-aware ``aggregate``: encoder
+  over all replies, branch g over group g's replies, the configured rule, heterogeneous shapes, a
+  branch nobody sent kept).
   Flower does not hand ``aggregate_train`` the global model, so the strategy keeps it
   (``self.weights``); a group that sat out a round keeps its branch.
 

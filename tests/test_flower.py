@@ -414,8 +414,9 @@ def reference(tmp_path_factory, shared_data_dir):
     fed = Federation.from_config(cfg)
     inner = InProcessDispatcher(fed)
 
-    def client_2_lost_in_round_3(weights, round_index, participants, spec, **kwargs):
-        return inner(weights, round_index, [c for c in participants if (round_index, c) != (2, 2)], spec, **kwargs)
+    def client_2_lost_in_round_3(weights, round_index, participants, spec, client_states):
+        kept = [c for c in participants if (round_index, c) != (2, 2)]
+        return inner(weights, round_index, kept, spec, client_states)
 
     three = train(cfg, run, federation=fed, dispatch=client_2_lost_in_round_3, progress=False)
     assert [r["clients"] for r in rounds_of(run)] == [[0, 2], [0, 1, 2], [1]] and rounds_of(run)[2]["missing"] == [2]

@@ -237,6 +237,10 @@ def _tamper_by_round(plan):
             return None
         if action == "error":
             return Message(Error(code=2, reason="ClientApp crashed (test)"), reply_to=msg)
+        if isinstance(action, tuple):  # (record, key, value): a crafted meta or metric entry
+            record, key, value = action
+            reply.content[record][key] = value
+            return reply
         arrays = reply.content.array_records["arrays"]
         state = messages.record_to_state(arrays)
         key = sorted(state)[0]
@@ -295,6 +299,28 @@ def test_bad_and_missing_replies_are_rejected_logged_and_never_averaged(tmp_path
     exchanges = [json.loads(line) for line in (run.path / "flower" / "exchanges.jsonl").read_text().splitlines()]
     assert [e["client"] for e in exchanges[1]["errors"]] == [2] and exchanges[1]["timed_out"] == [3]
     assert "crashed" in exchanges[1]["errors"][0]["reason"]
+
+
+def test_crafted_counts_and_metrics_are_rejected_and_the_server_counts_are_used(tmp_path, shared_data_dir):
+    cfg = tiny_config(shared_data_dir, federation={"participation": 1.0}, train={"rounds": 1})
+    run = RunDir.create(tmp_path, cfg, "crafted")
+    fed = Federation.from_config(cfg, with_clients=False)
+    plan = {
+        (1, 1): ("meta", "num-examples", 10**400),  # 400 digits: crashed the server before
+        (1, 2): ("meta", "num-examples", "12"),
+        (1, 3): ("metrics", "loss", float("nan")),
+    }
+    grid = FakeGrid(cfg, None, tamper=_tamper_by_round(plan))
+    strategy = GroupFedAvg(fed, NodeDirectory(grid, fed, poll_interval=0.01))
+    state = train(cfg, run, progress=False, federation=fed, dispatch=FlowerDispatcher(grid, strategy, 1.0, 0.05))
+    (summary,) = [m for m in run.metrics() if m["type"] == "round"]
+    reasons = {x["client"]: x["reason"] for x in summary["rejected"]}
+    assert summary["clients"] == [0] and not summary["failed"] and sorted(reasons) == [1, 2, 3]
+    assert "positive int" in reasons[1] and "'12'" in reasons[2] and "not a finite number" in reasons[3]
+    (line,) = [m for m in run.metrics() if m["type"] == "client"]
+    assert line["num_samples"] == fed.client_sizes[0] == 200
+    initial = fed.initial_state().weights  # only client 0 (mnist) counted: the fashion branch is untouched
+    assert all(torch.equal(state.weights[k], initial[k]) for k in initial if k.startswith("branches.1."))
 
 
 def test_a_client_without_a_node_is_missing_and_its_group_branch_kept(tmp_path, shared_data_dir):
@@ -493,8 +519,9 @@ def reference(tmp_path_factory, shared_data_dir):
     fed = Federation.from_config(cfg)
     inner = InProcessDispatcher(fed)
 
-    def client_2_lost_in_round_3(weights, round_index, participants, spec, **kwargs):
-        return inner(weights, round_index, [c for c in participants if (round_index, c) != (2, 2)], spec, **kwargs)
+    def client_2_lost_in_round_3(weights, round_index, participants, spec, client_states):
+        kept = [c for c in participants if (round_index, c) != (2, 2)]
+        return inner(weights, round_index, kept, spec, client_states)
 
     three = train(cfg, run, federation=fed, dispatch=client_2_lost_in_round_3, progress=False)
     assert [r["clients"] for r in rounds_of(run)] == [[0, 2], [0, 1, 2], [1]] and rounds_of(run)[2]["missing"] == [2]

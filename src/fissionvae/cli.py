@@ -12,9 +12,11 @@ from fissionvae import __version__
 from fissionvae.config import ConfigError, load_config
 from fissionvae.data.download import DownloadError
 from fissionvae.data.idx import DataFileError
+from fissionvae.federation.engine import RunFailed
 from fissionvae.federation.flower import FLOWER_ENGINES
 from fissionvae.federation.flower import cli as flower_cli
 from fissionvae.federation.state import CheckpointError
+from fissionvae.federation.workers import WorkerError
 from fissionvae.models.vae import PATHWAY_HELP
 from fissionvae.runs import RunDirError
 from fissionvae.studies.cli import register as _add_study
@@ -319,6 +321,17 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"fissionvae: error: {one_line(exc)}", file=sys.stderr)
         return 2
+    except (RunFailed, WorkerError) as exc:  # the run folder's status says "failed"
+        if args.debug:
+            raise
+        print(f"fissionvae: error: {one_line(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # the round loop left status "stopped" and closed its workers
+        print(
+            "fissionvae: interrupted; the run stopped after its last complete round (--resume continues it)",
+            file=sys.stderr,
+        )
+        return 130
     except (RuntimeError, OSError) as exc:
         if args.debug:
             raise

@@ -111,14 +111,20 @@ class RunDir:
         kept = [r for r in self.metrics() if r.get("round", 0) <= completed_rounds]
         atomic_write_text(self.metrics_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
 
-    def write_status(self, state: ServerState, planned_rounds: int, running: bool) -> None:
+    def write_status(self, state: ServerState, planned_rounds: int, running: bool, failure: str | None = None) -> None:
+        """status.json; ``failure`` (a one-line reason) makes the state "failed" and is kept as ``error``."""
+        if failure is not None:
+            phase = "failed"
+        else:
+            phase = "running" if running else ("finished" if state.round >= planned_rounds else "stopped")
         atomic_write_json(
             self.status_path,
             {
-                "state": "running" if running else ("finished" if state.round >= planned_rounds else "stopped"),
+                "state": phase,
                 "rounds_done": state.round,
                 "rounds_planned": planned_rounds,
                 "wall_seconds": round(state.wall_seconds, 3),
                 "package_version": state.package_version,
-            },
+            }
+            | ({"error": failure} if failure is not None else {}),
         )

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from fissionvae.config.schema import (
     KNOWN_DATASETS,
     PRIOR_STRATEGIES,
     ConfigError,
+    FederationConfig,
     GanConfig,
     GroupConfig,
     ModelConfig,
@@ -38,7 +40,8 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"train.lr: must be > 0, got {cfg.train.lr}")
     if not 0.0 < cfg.federation.participation <= 1.0:
         raise ConfigError(f"federation.participation: must be in (0, 1], got {cfg.federation.participation}")
-    _positive(cfg.federation, "federation", ("threads",))
+    _positive(cfg.federation, "federation", ("threads", "max_failed_rounds"))
+    _validate_robustness(cfg.federation)
     if cfg.federation.workers < 0:
         raise ConfigError(f"federation.workers: must be >= 0 (0 = auto, 1 = in-process), got {cfg.federation.workers}")
     if cfg.federation.workers > 1 and cfg.train.device != "cpu":
@@ -199,3 +202,12 @@ def check_client_counts(cfg: RunConfig, train_images: list[int]) -> None:
     for i, (g, n) in enumerate(zip(cfg.data.groups, train_images, strict=True)):
         if g.clients > n:
             raise ConfigError(f"data.groups[{i}].clients: {g.clients} clients but only {n} training images to split")
+
+
+def _validate_robustness(f: FederationConfig) -> None:
+    if not 0.0 <= f.trim_fraction < 0.5:
+        raise ConfigError(f"federation.trim_fraction: must be in [0, 0.5), got {f.trim_fraction}")
+    if f.clip_norm is not None and not (0.0 < f.clip_norm < math.inf):
+        raise ConfigError(
+            f"federation.clip_norm: must be a finite number > 0 (or null: no clipping), got {f.clip_norm}"
+        )

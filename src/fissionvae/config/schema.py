@@ -130,6 +130,18 @@ class FederationConfig:
     # another; N > 1 = a pool of N worker processes; 0 = auto (a pool of min(cores // threads,
     # expected participants) where the run is big enough to pay for it; docs/engine.md)
     workers: int = 0
+    # robust aggregation (docs/engine.md "Hostile clients"): the rule that merges the accepted replies
+    # of each key's senders: "fedavg" (sample-weighted mean, the papers'), "trimmed_mean"
+    # (coordinate-wise, drops floor(trim_fraction * senders) values at each end) or "median"
+    # (coordinate-wise); off by default
+    aggregator: Literal["fedavg", "trimmed_mean", "median"] = "fedavg"
+    trim_fraction: float = 0.1  # trimmed_mean only: fraction cut at each end, in [0, 0.5)
+    # server-side update-norm clip: each accepted reply's update (weights - global) is scaled to L2
+    # norm at most this before aggregation; null = off
+    clip_norm: float | None = None
+    # consecutive rounds in which replies came back but every one was rejected before the run stops
+    # with status "failed"
+    max_failed_rounds: int = 3
 
 
 @dataclass

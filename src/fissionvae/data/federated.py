@@ -167,6 +167,20 @@ def build_clients(cfg: RunConfig, groups: list[GroupData]) -> list[ClientData]:
     return clients
 
 
+def partition_sizes(cfg: RunConfig, groups: list[GroupData]) -> list[int]:
+    """Each client's sample count as :func:`build_clients` partitions the data, without building clients.
+
+    This is what the server knows about every client (a reply's claimed count is checked against it).
+    """
+    if cfg.mode == "centralized":
+        return [sum(len(g.train_images) for g in groups)]
+    sizes: list[int] = []
+    for gcfg, gd in zip(cfg.data.groups, groups, strict=True):
+        n, k = len(gd.train_images), gcfg.clients
+        sizes.extend(n // k + (1 if i < n % k else 0) for i in range(k))  # np.array_split's shard sizes
+    return sizes
+
+
 def _centralized_client(groups: list[GroupData]) -> ClientData:
     return ClientData(
         client_id=0,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from logging import INFO, WARNING
 from pathlib import Path
@@ -22,14 +23,16 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
+from torch import Tensor
 
-from fissionvae.federation.client import ClientResult, LocalTrainSpec
+from fissionvae.federation.client import LocalTrainSpec
 from fissionvae.federation.engine import Federation, train
 from fissionvae.federation.flower.bindings import client_nodes
 from fissionvae.federation.flower.clientapp import client_id_for
 from fissionvae.federation.flower.launch import SERVERAPP_PROCESS, check_flower_config
 from fissionvae.federation.flower.processes import this_process
 from fissionvae.federation.flower.strategy import GroupFedAvg, NodeDirectory, exchange
+from fissionvae.federation.replies import Reply
 from fissionvae.io import append_jsonl, atomic_write_json
 from fissionvae.runs import RunDir
 
@@ -93,12 +96,12 @@ class FlowerDispatcher:
 
     def __call__(
         self,
-        weights: dict,
+        weights: Mapping[str, Tensor],
         round_index: int,
         participants: list[int],
         spec: LocalTrainSpec,
-        client_states: dict | None = None,
-    ) -> list[ClientResult]:
+        client_states: Mapping[int, dict],
+    ) -> list[Reply]:
         if spec.keep_optimizer:
             raise ValueError("Flower clients keep no optimiser state between rounds (see launch.check_flower_config)")
         start = time.perf_counter()
@@ -113,7 +116,7 @@ class FlowerDispatcher:
             "participants": list(participants),
             "sent": {str(cid): m.metadata.dst_node_id for cid, m in pairs},
             "no_node": [c for c in participants if self.directory.node_of(c) is None],
-            "replied": sorted(r.client_id for r in results),
+            "replied": sorted(r.client_id for r in results if r.client_id is not None),
             "errors": errors,
             "timed_out": sorted(set(client_of.values()) - answered),
             "push_failed": len(pairs) - len(client_of),

@@ -7,9 +7,10 @@ engine's functions, never copies of them:
   (:func:`~fissionvae.federation.sampling.sample_participants`, as ``run_round`` draws it), and
   one message per participant holding ONLY the keys that client owns (encoder + its group's
   branch), addressed to the SuperNode that serves that client.
-- ``aggregate_train``: replies -> :class:`ClientResult` -> the engine's ``run_round`` (reply
-  checks with ``check_update``, then group-aware ``aggregate``: encoder over all replies, branch g
-  over group g's replies, sample-count weights, heterogeneous shapes, a branch nobody sent kept).
+- ``aggregate_train``: replies -> :class:`ClientResult` or ``Rejected`` -> the engine's ``run_round``
+  (reply checks of :mod:`fissionvae.federation.replies`, then group-aware ``aggregate``: encoder
+  over all replies, branch g over group g's replies, the configured rule, heterogeneous shapes, a
+  branch nobody sent kept).
   Flower does not hand ``aggregate_train`` the global model, so the strategy keeps it
   (``self.weights``); a group that sat out a round keeps its branch.
 
@@ -29,7 +30,6 @@ client id. The :class:`NodeDirectory` learns the mapping by sending each new nod
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from logging import INFO, WARNING
 
@@ -39,9 +39,11 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from torch import Tensor
 
-from fissionvae.federation.client import ClientResult, LocalTrainSpec
+from fissionvae.federation.client import LocalTrainSpec
+from fissionvae.federation.dispatch import Replayed
 from fissionvae.federation.engine import Federation, run_round
 from fissionvae.federation.flower import messages as wire
+from fissionvae.federation.replies import Reply
 from fissionvae.federation.sampling import sample_participants
 
 
@@ -292,37 +294,23 @@ class GroupFedAvg(FedAvg):
 
     def decode_replies(
         self, replies: Iterable[Message], client_of: Mapping[str, int]
-    ) -> tuple[list[ClientResult], list[dict]]:
-        """ClientResults (sorted by client id) and error replies ``{"client", "code", "reason"}``.
+    ) -> tuple[list[Reply], list[dict]]:
+        """Decoded replies (client-id order) and error replies ``{"client", "code", "reason"}``.
 
-        Malformed replies become results the engine rejects (see :func:`messages.unreadable`);
-        so do replies whose metric names differ from the round's other replies (the engine
-        averages metrics by name).
+        A malformed reply becomes a :class:`Rejected` value; a second reply for one client is kept
+        too, so that the engine's reply checks reject both (:mod:`fissionvae.federation.replies`).
         """
-        results: list[ClientResult] = []
+        results: list[Reply] = []
         errors: list[dict] = []
-        seen: set[int] = set()
         for msg in replies:
             cid = client_of.get(msg.metadata.reply_to_message_id)
-            if cid is None or cid in seen:
+            if cid is None:
                 continue
-            seen.add(cid)
             if msg.has_error():
                 errors.append({"client": cid, "code": int(msg.error.code), "reason": str(msg.error.reason)})
                 continue
-            results.append(wire.parse_result(msg.content, cid, self.fed.client_groups[cid]))
-        readable = [r for r in results if isinstance(r.weights, dict)]
-        if readable:
-            names = Counter(frozenset(r.metrics) for r in readable).most_common(1)[0][0]
-            results = [
-                r
-                if not isinstance(r.weights, dict) or frozenset(r.metrics) == names
-                else wire.unreadable(
-                    r.client_id, f"metric names {sorted(r.metrics)} differ from the other replies' {sorted(names)}"
-                )
-                for r in results
-            ]
-        return sorted(results, key=lambda r: r.client_id), errors
+            results.append(wire.parse_result(msg.content, cid))
+        return sorted(results, key=lambda r: r.client_id or 0), errors
 
     # ---------------------------------------------------------------- Flower's Strategy API
     def configure_train(
@@ -352,11 +340,11 @@ class GroupFedAvg(FedAvg):
             raise RuntimeError("aggregate_train before configure_train: no global model")
         client_of = {m.metadata.message_id: cid for cid, m in self._sent}  # ids set when pushed
         results, errors = self.decode_replies(replies, client_of)
-        outcome = run_round(self.fed, self.weights, server_round - 1, lambda *_, **__: results)
+        outcome = run_round(self.fed, self.weights, server_round - 1, Replayed(results))
         for e in errors:
             log(WARNING, "client %d: error reply: %s", e["client"], e["reason"])
         for r in outcome.rejected:
-            log(WARNING, "client %d: reply rejected: %s", r["client"], r["reason"])
+            log(WARNING, "client %s: reply rejected: %s", r.client_id, r.reason)
         self.weights = outcome.weights
         metrics = {
             "clients": len(outcome.results),

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fissionvae.evaluation.evaluate import split_counts
+from fissionvae.evaluation.shares import split_counts
 
 DUPLICATE_RATIO = 0.1  # near-duplicate: nearest other image closer than this x the set's median pairwise distance
 DUPLICATE_LIMIT = 0.10  # collapsed if at least this share of the pool is near-duplicate

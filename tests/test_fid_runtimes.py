@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,9 @@ def tiny_pt(tmp_path: Path) -> Path:
     """A TorchScript file that load_inception accepts, in its own folder."""
     path = tmp_path / "inception" / "tiny.pt"
     path.parent.mkdir()
-    torch.jit.script(TinyNet().eval()).save(str(path))
+    with warnings.catch_warnings():  # torch 2.13 flags jit.script as deprecated; load_inception reads TorchScript
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.script(TinyNet().eval()).save(str(path))
     return path
 
 

@@ -37,6 +37,7 @@ from fissionvae.data.federated import GroupData, load_groups
 from fissionvae.evaluation.collapse import collapse_report, pool_coverage
 from fissionvae.evaluation.fid import FeatureExtractor
 from fissionvae.evaluation.nll import nll_report, pooled
+from fissionvae.evaluation.runtimes import RUNTIME_CHOICES, feature_extractor
 from fissionvae.evaluation.shares import split_counts
 from fissionvae.federation.state import ServerState
 from fissionvae.io import atomic_write_bytes, atomic_write_json
@@ -353,6 +354,8 @@ def evaluate_run(run_dir: str | Path, opts: EvalOptions | None = None) -> dict:
         raise ValueError(
             f"result_name {opts.result_name!r}: use letters, digits, '_', '.' and '-' only (it names a file in the run folder)"
         )
+    if opts.fid_runtime not in RUNTIME_CHOICES:
+        raise ValueError(f"fid_runtime {opts.fid_runtime!r}: choose one of {', '.join(RUNTIME_CHOICES)}")
     start = time.perf_counter()
     run, state = open_for_eval(run_dir, opts.allow_unfinished)
     cfg = run.load_config()
@@ -389,12 +392,14 @@ def evaluate_run(run_dir: str | Path, opts: EvalOptions | None = None) -> dict:
         "weights_sha256": digest,
         "pathway": opts.pathway or model.default_pathway(),
         "prior_swap": opts.prior_swap,
-        "prior_of_group": {g: cfg.group_names[p] for g, p in zip(cfg.group_names, partners) if p is not None},
+        "prior_of_group": {
+            g: cfg.group_names[p] for g, p in zip(cfg.group_names, partners, strict=True) if p is not None
+        },
         "num_samples": total,
         "eval_images": sum(sizes),
         "reduced": total < sum(sizes) or opts.test_size is not None,
         "test_size": opts.test_size,
-        "samples_per_group": dict(zip(cfg.group_names, counts)),
+        "samples_per_group": dict(zip(cfg.group_names, counts, strict=True)),
         "options": asdict(opts),
     }
     if extractor is not None:
@@ -413,8 +418,6 @@ def evaluate_run(run_dir: str | Path, opts: EvalOptions | None = None) -> dict:
 
 
 def _extractor(opts: EvalOptions) -> FeatureExtractor:
-    from fissionvae.evaluation.runtimes import feature_extractor
-
     return feature_extractor(
         opts.fid_runtime, opts.inception, device=opts.device, bf16=opts.fid_bf16, progress=opts.progress
     )

@@ -77,7 +77,7 @@ def export_paths(source: Path, runtime: str, sha256: str) -> tuple[Path, list[Pa
 def _stale_reason(manifest: Path, files: list[Path], runtime: str, sha256: str) -> str | None:
     """Why the export on disk must not be used, or None when it is intact."""
     if not manifest.is_file():
-        return None if not any(f.exists() for f in files) else f"{manifest.name} is missing"
+        return f"{manifest.name} is missing"
     try:
         record = json.loads(manifest.read_text())
         expected = {"format": EXPORT_FORMAT, "runtime": runtime, "source_sha256": sha256}
@@ -91,7 +91,7 @@ def _stale_reason(manifest: Path, files: list[Path], runtime: str, sha256: str) 
             return f"{file.name} is missing"
         if hashes.get(file.name) != file_sha256(file):
             return f"{file.name} does not match its recorded sha256"
-    return ""
+    return None
 
 
 def _write_onnx(model: FIDInceptionV3, folder: Path) -> list[Path]:
@@ -159,9 +159,9 @@ def ensure_export(model: FIDInceptionV3, source: Path, runtime: str, probe) -> l
     """
     manifest, files = export_paths(source, runtime, model.sha256)
     reason = _stale_reason(manifest, files, runtime, model.sha256)
-    if reason == "":
+    if reason is None:
         return files
-    if reason is not None:
+    if manifest.exists() or any(file.exists() for file in files):  # not merely a first export
         print(f"fissionvae: rebuilding the {runtime} export of {source.name}: {reason}", file=sys.stderr)
     try:
         manifest.parent.mkdir(parents=True, exist_ok=True)

@@ -121,6 +121,23 @@ def test_unavailable_fid_runtime_is_a_one_line_error_before_any_write(runs, isol
     assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
 
 
+def test_summary_flags_bf16_fid_as_a_quick_look():
+    result = {
+        "name": "r",
+        "mode": "federated",
+        "round": 1,
+        "rounds_planned": 1,
+        "num_samples": 4,
+        "reduced": False,
+        "fid": {"overall": 3.0, "per_group": {"a": {"fid": 3.0}}, "precision": "bf16", "paper_comparable": False},
+        "classifier": {"is_domain": {"mean": 1.0, "std": 0.0}, "per_group": {"a": {"purity": 1.0}}},
+        "nll": {"skipped": "GAN"},
+    }
+    assert "quick look, not comparable" in ev.summary_lines(result)[1]
+    result["fid"] |= {"precision": "fp32", "paper_comparable": True}
+    assert ev.summary_lines(result)[1] == "FID overall 3.00 (per group: a 3.00)"
+
+
 def test_bad_runs_give_clear_errors_and_write_nothing(tmp_path, shared_data_dir, isolated_cache):
     cfg = tiny_config(shared_data_dir, data=SMALL, train={"rounds": 2})
     run = RunDir.create(tmp_path, cfg, "half")

@@ -432,7 +432,8 @@ def summary_lines(result: dict) -> list[str]:
     ]
     if "fid" in result:
         per = ", ".join(f"{k} {v['fid']:.2f}" for k, v in result["fid"]["per_group"].items())
-        lines.append(f"FID overall {result['fid']['overall']:.2f} (per group: {per})")
+        quick = "" if result["fid"].get("paper_comparable", True) else " [bf16 features: a quick look, not comparable]"
+        lines.append(f"FID overall {result['fid']['overall']:.2f} (per group: {per}){quick}")
     c = result["classifier"]
     lines.append(
         f"IS (domain classifier) {c['is_domain']['mean']:.2f} +- {c['is_domain']['std']:.2f}; purity "

@@ -12,6 +12,7 @@ from fissionvae import __version__
 from fissionvae.config import ConfigError, load_config
 from fissionvae.data.download import DownloadError
 from fissionvae.data.idx import DataFileError
+from fissionvae.evaluation.exported import ExportError
 from fissionvae.federation.engine import RunFailed
 from fissionvae.federation.flower import FLOWER_ENGINES
 from fissionvae.federation.flower import cli as flower_cli
@@ -118,6 +119,19 @@ def _add_evaluate(sub) -> None:
         "--inception",
         type=Path,
         help="TorchScript FID Inception file (else $FISSIONVAE_INCEPTION, else the cache; see fetch-inception)",
+    )
+    p.add_argument(
+        "--fid-runtime",
+        choices=["auto", "torch", "openvino", "onnx"],
+        default="auto",
+        help="what runs the FID network: auto (default: OpenVINO, else ONNX Runtime, else torch on the CPU; "
+        "torch on a GPU); every fp32 runtime gives the same FID to 0.01 (docs/evaluation.md)",
+    )
+    p.add_argument(
+        "--fid-bf16",
+        action="store_true",
+        help="bf16 FID features for a quick look (OpenVINO, or torch autocast): moves FID by about 1; "
+        "cached apart and marked not paper-comparable in eval.json",
     )
     p.add_argument("--is-classifier", type=Path, help="TorchScript classifier returning logits, for an extra IS")
     p.add_argument("--no-fid", action="store_true", help="skip FID (no Inception network needed)")
@@ -242,6 +256,8 @@ def cmd_evaluate(args) -> int:
         pathway=args.pathway,
         fid=not args.no_fid,
         inception=str(args.inception) if args.inception else None,
+        fid_runtime=args.fid_runtime,
+        fid_bf16=args.fid_bf16,
         is_classifier=str(args.is_classifier) if args.is_classifier else None,
         tsne=not args.no_tsne,
         allow_unfinished=args.allow_unfinished,
@@ -303,7 +319,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # errors of input or environment: one line and exit status 2 (everything a user can fix by typing)
-USER_ERRORS = (ConfigError, RunDirError, CheckpointError, DataFileError, DownloadError, FileNotFoundError, ValueError)
+USER_ERRORS = (
+    ConfigError,
+    RunDirError,
+    CheckpointError,
+    DataFileError,
+    DownloadError,
+    ExportError,
+    FileNotFoundError,
+    ValueError,
+)
 
 
 def one_line(exc: BaseException) -> str:

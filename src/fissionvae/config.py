@@ -170,6 +170,25 @@ class EvalConfig:
 
 
 @dataclass
+class PrivacyConfig:
+    """Differential privacy (docs/privacy.md); rules in :func:`fissionvae.privacy.settings.validate_privacy`.
+
+    ``mode``: ``none``; ``record`` (DP-SGD at every client: each image of a silo is protected) or
+    ``client`` (DP-FedAvg: each client's whole data set is protected). Give exactly one of
+    ``target_epsilon`` (the noise multiplier is calibrated for the whole run) and ``noise_multiplier``.
+    """
+
+    mode: Literal["none", "record", "client"] = "none"
+    target_epsilon: float | None = None
+    noise_multiplier: float | None = None
+    delta: float | None = None
+    clip_norm: float | None = None  # record: per-sample gradient norm; client: whole-update norm
+    accountant: Literal["rdp", "prv"] = "rdp"
+    # record only: how Opacus gets per-sample gradient norms (bench/dp_speed.py measures them)
+    grad_sample_mode: Literal["ghost", "hooks", "functorch"] = "ghost"
+
+
+@dataclass
 class RunConfig:
     name: str = "run"
     mode: Literal["federated", "centralized"] = "federated"
@@ -179,6 +198,7 @@ class RunConfig:
     federation: FederationConfig = field(default_factory=FederationConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     @property
     def group_names(self) -> list[str]:
@@ -374,6 +394,9 @@ def validate(cfg: RunConfig) -> None:
         )
     _validate_device(cfg.train.device)
     _positive(cfg.eval, "eval", ("test_per_group", "grid_size", "recon_per_group"))
+    from fissionvae.privacy.settings import validate_privacy  # imports models, which import this module
+
+    validate_privacy(cfg)
 
 
 def _validate_device(device: str) -> None:

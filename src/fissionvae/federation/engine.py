@@ -16,6 +16,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -31,6 +32,7 @@ from fissionvae.federation.sampling import sample_participants
 from fissionvae.federation.state import ServerState
 from fissionvae.federation.workers import start_pool
 from fissionvae.models.vae import FissionVAE, build_model
+from fissionvae.privacy.plan import PrivacyPlan, client_sizes, owners_of
 from fissionvae.runs import RunDir
 from fissionvae.seeding import torch_generator
 
@@ -66,6 +68,11 @@ class Federation:
     def participation(self) -> float:
         return 1.0 if self.cfg.mode == "centralized" else self.cfg.federation.participation
 
+    @cached_property
+    def privacy(self) -> PrivacyPlan | None:
+        """The run's privacy plan (None without a ``privacy`` section); from config and data sizes only."""
+        return PrivacyPlan.build(self.cfg, client_sizes(self.cfg, [len(g.train_images) for g in self.groups]))
+
     def owned_keys(self, client_id: int) -> list[str]:
         return self.model.owned_keys(self.client_groups[client_id])
 
@@ -76,7 +83,8 @@ class Federation:
         # centralised training is one uninterrupted optimiser run, so its Adam state is always kept
         keep = centralized or self.cfg.federation.client_optimizer == "keep"
         steps = None if centralized else t.local_steps
-        return LocalTrainSpec(self.cfg.seed, round_index, epochs, t.batch_size, t.lr, t.fused_adam, keep, steps)
+        dp = self.privacy.spec_fields() if self.privacy is not None else {}
+        return LocalTrainSpec(self.cfg.seed, round_index, epochs, t.batch_size, t.lr, t.fused_adam, keep, steps, **dp)
 
     def initial_state(self) -> ServerState:
         weights = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
@@ -144,7 +152,12 @@ def run_round(
         except InvalidUpdate as exc:
             rejected.append({"client": reply.client_id, "reason": str(exc)})
     states = {r.client_id: r.optimizer_state for r in valid if r.optimizer_state is not None}
-    return RoundOutcome(aggregate(weights, valid), valid, chosen, rejected, states)
+    plan = fed.privacy
+    if plan is not None and plan.mode == "client":
+        new = plan.aggregate(weights, valid, owners_of(fed.model, fed.client_groups), round_index)
+    else:
+        new = aggregate(weights, valid)
+    return RoundOutcome(new, valid, chosen, rejected, states)
 
 
 def test_metrics(fed: Federation, round_index: int) -> dict[str, float]:
@@ -252,6 +265,10 @@ def _train_rounds(
         seconds = time.perf_counter() - start
         fed.model.load_state_dict(outcome.weights)
         records = round_records(fed, r, outcome, seconds, test_metrics(fed, r))
+        privacy = state.privacy
+        if fed.privacy is not None:
+            privacy = fed.privacy.account(privacy, outcome.participants)
+            fed.privacy.annotate(records, privacy)
         run.append_metrics(records)
         state = dataclasses.replace(
             state,
@@ -259,6 +276,7 @@ def _train_rounds(
             weights=outcome.weights,
             wall_seconds=state.wall_seconds + seconds,
             client_states=state.client_states | outcome.client_states,
+            privacy=privacy,
         )
         run.save_state(state)
         run.write_status(state, planned, running=True)
@@ -267,5 +285,7 @@ def _train_rounds(
             **{f"test_{t}": f"{records[-1][f'test/{t}']:.1f}" for t in fed.model.progress_terms},
         )
     run.write_status(state, planned, running=False)
+    if fed.privacy is not None:
+        tqdm.write(fed.privacy.write_report(state.privacy, run.path / "privacy.json"))
     write_run_artifacts(fed.model.cpu(), fed.groups, run, cfg)
     return state

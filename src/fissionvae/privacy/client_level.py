@@ -54,7 +54,7 @@ def dp_fedavg(
         clip_update({k: global_weights[k] for k in w}, w, clip_norm)[0] for _, w in sorted(updates, key=lambda u: u[0])
     ]
     new = dict(global_weights)
-    std = noise_multiplier * clip_norm
+    std = noise_multiplier * clip_norm if noise_multiplier > 0 else 0.0  # 0 * inf would be nan
     for key in sorted(owners):
         like = global_weights[key]
         if not like.is_floating_point():

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -56,29 +57,79 @@ def only_trainable(model: torch.nn.Module, params: list[torch.nn.Parameter]) -> 
 
 def dp_train(model, optimizer: torch.optim.Optimizer, data: ClientData, spec, generator: torch.Generator):
     """DP-SGD over one local update; returns (summed per-image terms, steps, images trained on)."""
-    from opacus.grad_sample import GradSampleHooks, GradSampleHooksFastGradientClipping
-    from opacus.optimizers import DPOptimizer, DPOptimizerFastGradientClipping
-
     n, batch = data.num_samples, spec.batch_size
     q = sample_rate(n, batch)
-    params = [p for group in optimizer.param_groups for p in group["params"]]
     noise = torch_generator(spec.seed, "privacy", 0, spec.round, data.client_id)
-    ghost = spec.dp_grad_sample_mode == "ghost"
+    totals: dict[str, Tensor] = {}
+    seen = 0
+    steps = dp_steps(n, spec.epochs, batch, spec.steps)
+    with private_steps(model, optimizer, spec.dp_clip, spec.dp_noise, batch, spec.dp_grad_sample_mode, noise) as step:
+        for _ in range(steps):
+            idx = (torch.rand(n, generator=generator) < q).nonzero(as_tuple=True)[0].to(data.images.device)
+            terms = step(data.images[idx], data.group_ids[idx], generator)
+            seen += len(idx)
+            for name, value in terms.items():
+                totals[name] = totals.get(name, 0.0) + value.detach().sum()
+    return {k: float(v) for k, v in totals.items()}, steps, seen
+
+
+StepFn = Callable[[Tensor, Tensor, torch.Generator], dict[str, Tensor]]
+
+
+@contextlib.contextmanager
+def private_steps(
+    model,
+    optimizer: torch.optim.Optimizer,
+    clip: float,
+    noise_multiplier: float,
+    expected_batch: int,
+    mode: str,
+    noise: torch.Generator,
+) -> Iterator[StepFn]:
+    """Yield ``step(images, group_ids, generator) -> per-image terms``: one DP-SGD step of ``optimizer``.
+
+    Inside the block only ``optimizer``'s parameters are trainable and Opacus's hooks are on
+    ``model``; both are undone on exit. An empty batch is a step too: noise alone moves the weights.
+    """
+    from opacus.grad_sample import GradSampleHooks, GradSampleHooksFastGradientClipping
+    from opacus.optimizers import DPOptimizer, DPOptimizerFastGradientClipping
+    from opacus.utils.fast_gradient_clipping_utils import DPTensorFastGradientClipping
+
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    # Opacus computes the noise std as noise_multiplier * clip: keep that 0 (not nan) for clip = inf
+    finite_clip = clip if math.isfinite(clip) else sys.float_info.max
     options = dict(
-        noise_multiplier=spec.dp_noise, max_grad_norm=spec.dp_clip, expected_batch_size=batch, generator=noise
+        noise_multiplier=noise_multiplier,
+        max_grad_norm=finite_clip,
+        expected_batch_size=expected_batch,
+        generator=noise,
     )
+    ghost = mode == "ghost"
     with only_trainable(model, params), warnings.catch_warnings():
         # the first layer's input (the images) needs no gradient; Opacus's hooks are right to fire there
         warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed")
         if ghost:
-            hooks = GradSampleHooksFastGradientClipping(model, loss_reduction="mean", max_grad_norm=spec.dp_clip)
+            hooks = GradSampleHooksFastGradientClipping(model, loss_reduction="mean", max_grad_norm=finite_clip)
             dp_opt: DPOptimizer = DPOptimizerFastGradientClipping(optimizer, **options)
         else:
-            force = spec.dp_grad_sample_mode == "functorch"
-            hooks = GradSampleHooks(model, loss_reduction="mean", force_functorch=force)
+            hooks = GradSampleHooks(model, loss_reduction="mean", force_functorch=mode == "functorch")
             dp_opt = DPOptimizer(optimizer, **options)
+
+        def step(images: Tensor, group_ids: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+            dp_opt.zero_grad(set_to_none=True)
+            if len(images) == 0:
+                _noise_only_step(dp_opt)
+                return {}
+            terms = model.terms(images, group_ids, generator)
+            if ghost:
+                DPTensorFastGradientClipping(hooks, dp_opt, terms["loss"], "mean").backward()
+            else:
+                terms["loss"].mean().backward()
+            dp_opt.step()
+            return terms
+
         try:
-            return _steps(model, dp_opt, hooks, data, q, dp_steps(n, spec.epochs, batch, spec.steps), generator)
+            yield step
         finally:
             hooks.remove_hooks()
             for p in params:
@@ -87,38 +138,8 @@ def dp_train(model, optimizer: torch.optim.Optimizer, data: ClientData, spec, ge
                         delattr(p, attr)
 
 
-def _steps(model, dp_opt, hooks, data: ClientData, q: float, steps: int, generator) -> tuple[dict, int, int]:
-    from opacus.optimizers import DPOptimizerFastGradientClipping
-    from opacus.utils.fast_gradient_clipping_utils import DPTensorFastGradientClipping
-
-    ghost = isinstance(dp_opt, DPOptimizerFastGradientClipping)
-    totals: dict[str, Tensor] = {}
-    seen = 0
-    for _ in range(steps):
-        idx = (torch.rand(data.num_samples, generator=generator) < q).nonzero(as_tuple=True)[0]
-        idx = idx.to(data.images.device)
-        dp_opt.zero_grad(set_to_none=True)
-        if len(idx) == 0:  # an empty Poisson batch is still a step: the noise alone moves the weights
-            for p in dp_opt.params:
-                p.grad = torch.zeros_like(p)
-                p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
-            hooks.per_sample_gradient_norms = None
-            _empty_step(dp_opt)
-            continue
-        terms = model.terms(data.images[idx], data.group_ids[idx], generator)
-        if ghost:
-            DPTensorFastGradientClipping(hooks, dp_opt, terms["loss"], "mean").backward()
-        else:
-            terms["loss"].mean().backward()
-        dp_opt.step()
-        seen += len(idx)
-        for name, value in terms.items():
-            totals[name] = totals.get(name, 0.0) + value.detach().sum()
-    return {k: float(v) for k, v in totals.items()}, steps, seen
-
-
-def _empty_step(dp_opt) -> None:
-    """Noise-only step: summed clipped gradient zero, then Opacus's noise, scaling and the inner step."""
+def _noise_only_step(dp_opt) -> None:
+    """A step on an empty batch: summed clipped gradient zero, then Opacus's noise, scaling and the inner step."""
     for p in dp_opt.params:
         p.summed_grad = torch.zeros_like(p)
     dp_opt.add_noise()

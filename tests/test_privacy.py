@@ -66,19 +66,18 @@ def summed_gradient(model, groups, images, group_ids, clip, noise, mode):
     return torch.cat([p.grad.flatten() for p in params]) * len(images)  # the optimiser divides by the batch
 
 
-@pytest.fixture(scope="module")
-def batch(shared_data_dir):
-    cfg = tiny_config(shared_data_dir, privacy=RECORD)
-    fed = Federation.from_config(cfg)
+def client_batch(data_dir, **model):
+    fed = Federation.from_config(tiny_config(data_dir, privacy=RECORD, model=model))
     client = fed.clients[0]
     return fed.model, client.groups, client.images[:8], client.group_ids[:8]
 
 
-@pytest.mark.parametrize("mode", ["ghost", "hooks"])
-def test_each_image_contributes_at_most_the_clip_norm(batch, mode):
+@pytest.mark.parametrize("mode, hierarchical", [("ghost", False), ("hooks", False), ("hooks", True)])
+def test_each_image_contributes_at_most_the_clip_norm(shared_data_dir, mode, hierarchical):
     """Each image's clipped gradient, measured through the DP step on a batch of that image alone
-    (the VAE's sampling noise differs between batches, so images are measured one by one)."""
-    model, groups, x, g = batch
+    (the VAE's sampling noise differs between batches, so images are measured one by one).
+    The hierarchical model runs its decoder twice per image: hooks add both uses up."""
+    model, groups, x, g = client_batch(shared_data_dir, hierarchical=hierarchical)
     clip = 5.0
     alone = [summed_gradient(model, groups, x[i : i + 1], g[i : i + 1], clip, 0.0, mode) for i in range(8)]
     raw = [summed_gradient(model, groups, x[i : i + 1], g[i : i + 1], math.inf, 0.0, mode) for i in range(8)]
@@ -89,19 +88,20 @@ def test_each_image_contributes_at_most_the_clip_norm(batch, mode):
         assert torch.nn.functional.cosine_similarity(a, r, dim=0) > 0.9999
 
 
-def test_without_noise_and_clip_a_private_step_is_the_plain_gradient(batch):
+@pytest.mark.parametrize("hierarchical, modes", [(False, ("ghost", "hooks")), (True, ("hooks", "functorch"))])
+def test_without_noise_and_clip_a_private_step_is_the_plain_gradient(shared_data_dir, hierarchical, modes):
     """The no-op limit, per step (runs are not bit-identical: DP-SGD draws Poisson batches, and Opacus
     sums the per-image gradients, then divides by the expected batch, where plain training back-propagates the mean)."""
-    model, groups, x, g = batch
+    model, groups, x, g = client_batch(shared_data_dir, hierarchical=hierarchical)
     params = model.owned_parameters(groups)
     model.zero_grad()
     model.terms(x, g, torch.Generator().manual_seed(1))["loss"].mean().backward()
     plain = torch.cat([p.grad.flatten() for p in params]) * len(x)
     model.zero_grad()
-    for mode in ("ghost", "hooks"):
+    for mode in modes:
         assert torch.allclose(summed_gradient(model, groups, x, g, math.inf, 0.0, mode), plain, rtol=1e-4, atol=1e-3)
     assert all(p.requires_grad for p in model.parameters())  # the template is restored for the next client
-    noisy = summed_gradient(model, groups, x, g, 1.0, 2.0, "ghost")  # noise N(0, (2 * 1)^2) per coordinate
+    noisy = summed_gradient(model, groups, x, g, 1.0, 2.0, modes[0])  # noise N(0, (2 * 1)^2) per coordinate
     assert noisy.std().item() == pytest.approx(2.0, rel=0.02)
 
 
@@ -189,6 +189,8 @@ def test_resume_continues_weights_and_accounting_exactly(tmp_path, shared_data_d
         (RECORD, {"encoder_kind": "conv", "encoder_hidden": [8], "norm": "batch"}, "model.norm: group"),
         (CLIENT | {"grad_sample_mode": "hooks"}, {}, "only for privacy.mode 'record'"),
         (RECORD | {"mode": "cohort"}, {}, "privacy.mode"),
+        (RECORD, {"likelihood": "gaussian"}, "model.likelihood"),
+        (RECORD | {"grad_sample_mode": "ghost"}, {"hierarchical": True}, "use auto, hooks or functorch"),
     ],
 )
 def test_bad_privacy_settings_are_errors_naming_the_option(shared_data_dir, privacy, model, message):

@@ -184,8 +184,9 @@ class PrivacyConfig:
     delta: float | None = None
     clip_norm: float | None = None  # record: per-sample gradient norm; client: whole-update norm
     accountant: Literal["rdp", "prv"] = "rdp"
-    # record only: how Opacus gets per-sample gradient norms (bench/dp_speed.py measures them)
-    grad_sample_mode: Literal["ghost", "hooks", "functorch"] = "ghost"
+    # record only: how Opacus gets per-sample gradient norms (bench/dp_speed.py measures them); auto =
+    # ghost clipping (fastest), or hooks for hierarchical models (their decoder runs twice per image)
+    grad_sample_mode: Literal["auto", "ghost", "hooks", "functorch"] = "auto"
 
 
 @dataclass

@@ -51,7 +51,7 @@ class LocalTrainSpec:
     # record-level DP-SGD (privacy/record.py) when dp_clip is set: per-sample clip norm, noise multiplier
     dp_clip: float | None = None
     dp_noise: float = 0.0
-    dp_grad_sample_mode: str = "ghost"
+    dp_grad_sample_mode: str = "ghost"  # ghost, hooks or functorch
 
 
 @dataclass

@@ -28,6 +28,7 @@ from fissionvae.io import atomic_write_json
 from fissionvae.privacy import accounting
 from fissionvae.privacy.client_level import dp_fedavg
 from fissionvae.privacy.record import dp_steps, sample_rate
+from fissionvae.privacy.settings import grad_sample_mode
 from fissionvae.seeding import torch_generator
 
 
@@ -78,7 +79,7 @@ class PrivacyPlan:
                     accounting.noise_for(p.target_epsilon, p.delta, q, s * rounds, p.accountant) for q, s in set(rates)
                 )
         return cls(
-            p.mode, sigma, p.clip_norm, p.delta, p.accountant, p.grad_sample_mode, cfg.seed, participation,
+            p.mode, sigma, p.clip_norm, p.delta, p.accountant, grad_sample_mode(cfg), cfg.seed, participation,
             tuple(sizes), rates,
         )  # fmt: skip
 

@@ -3,6 +3,9 @@
 Record-level DP-SGD needs per-sample gradient norms from Opacus, which cannot handle layers
 whose output for one image depends on the other images of the batch (BatchNorm); such models are
 refused with the option that fixes them (``model.norm: group`` swaps BatchNorm for GroupNorm).
+The Gaussian pixel likelihood's learned scale is a bare parameter used outside a layer's forward,
+so Opacus sees no per-sample gradient for it: refused. Ghost clipping cannot handle a layer used
+twice for one image (the hierarchical decoder): those models use Opacus's hooks.
 """
 
 from __future__ import annotations
@@ -45,6 +48,14 @@ def validate_privacy(cfg: RunConfig) -> None:
         _validate_record_level(cfg)
 
 
+def grad_sample_mode(cfg: RunConfig) -> str:
+    """The resolved ``privacy.grad_sample_mode``: ``auto`` is ghost, or hooks for hierarchical models."""
+    mode = cfg.privacy.grad_sample_mode
+    if mode == "auto":
+        return "hooks" if cfg.model.hierarchical else "ghost"
+    return mode
+
+
 def _validate_client_level(cfg: RunConfig) -> None:
     if cfg.mode == "centralized":
         raise ConfigError("privacy.mode: 'client' protects whole clients; a centralised run has one (use 'record')")
@@ -62,6 +73,16 @@ def _validate_record_level(cfg: RunConfig) -> None:
         raise ConfigError(
             "model.norm: 'batch' mixes the images of a batch, so per-sample gradients (DP-SGD) are undefined; "
             "set model.norm: group (GroupNorm) for privacy.mode 'record'"
+        )
+    if cfg.model.likelihood == "gaussian":
+        raise ConfigError(
+            "model.likelihood: 'gaussian' learns one pixel scale outside any layer, for which Opacus has no "
+            "per-sample gradient; use bernoulli or dlml with privacy.mode 'record'"
+        )
+    if cfg.model.hierarchical and cfg.privacy.grad_sample_mode == "ghost":
+        raise ConfigError(
+            "privacy.grad_sample_mode: ghost clipping cannot handle a layer used twice per image (a hierarchical "
+            "model's decoder); use auto, hooks or functorch"
         )
     unsupported = unsupported_layers(cfg)
     if unsupported:

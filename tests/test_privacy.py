@@ -3,10 +3,12 @@ the no-op limit, config rules, resume, and the same numbers on the in-process en
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
+import yaml
 from opacus.accountants import create_accountant
 from tests.helpers import tiny_config
 
@@ -209,3 +211,19 @@ def test_group_norm_conv_models_are_supported(shared_data_dir):
     assert cfg.model.norm == "group"
     with pytest.raises(ConfigError, match="whole clients"):
         tiny_config(shared_data_dir, privacy=CLIENT, mode="centralized")
+
+
+def test_cli_trains_privately_and_refuses_bad_settings_before_writing(tmp_path, shared_data_dir, capsys):
+    from fissionvae.cli import main
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config(shared_data_dir, privacy=RECORD).to_dict()))
+    runs = tmp_path / "runs"
+    bad = ["--set", "privacy.noise_multiplier=null"]
+    assert main(["train", "--config", str(cfg), *bad, "--runs-dir", str(runs)]) == 2
+    assert "privacy.target_epsilon / privacy.noise_multiplier" in capsys.readouterr().err and not runs.exists()
+    args = ["--set", "train.rounds=1", "--runs-dir", str(runs), "--name", "r", "--no-progress"]
+    assert main(["train", "--config", str(cfg), *args]) == 0
+    assert "privacy (record level): worst client epsilon" in capsys.readouterr().out
+    report = json.loads((runs / "r" / "privacy.json").read_text())
+    assert report["mode"] == "record" and report["epsilon_max"] == max(report["epsilon"]) > 0

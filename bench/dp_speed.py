@@ -42,7 +42,7 @@ from fissionvae.privacy.record import private_steps
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "mixed_mnist" / "fission_ld.yaml"
 MODES = ("ghost", "hooks", "functorch")
-RECORD = ["privacy.mode=record", "privacy.noise_multiplier=1.0", "privacy.delta=1e-5", "privacy.clip_norm=1.0"]
+RECORD = ["privacy.mode=record", "privacy.noise_multiplier=1.0", "privacy.delta=1.0e-5", "privacy.clip_norm=1.0"]
 
 
 def federation(data_dir: str, scale: float, private: bool) -> Federation:

@@ -227,3 +227,12 @@ def test_cli_trains_privately_and_refuses_bad_settings_before_writing(tmp_path, 
     assert "privacy (record level): worst client epsilon" in capsys.readouterr().out
     report = json.loads((runs / "r" / "privacy.json").read_text())
     assert report["mode"] == "record" and report["epsilon_max"] == max(report["epsilon"]) > 0
+
+
+def test_study_identity_of_runs_without_privacy_is_unchanged(shared_data_dir):
+    """Runs made before the privacy section existed keep their config digest; private runs differ."""
+    from fissionvae.studies.common import comparable, config_digest
+
+    plain, private = tiny_config(shared_data_dir), tiny_config(shared_data_dir, privacy=RECORD)
+    assert "privacy" not in comparable(plain) and comparable(private)["privacy"]["mode"] == "record"
+    assert config_digest(plain) != config_digest(private)

@@ -69,6 +69,11 @@ def _validate_record_level(cfg: RunConfig) -> None:
             f"privacy.mode: record-level DP supports VAEs only; model.kind {cfg.model.kind!r} (DCGAN) has "
             "BatchNorm and two optimisers"
         )
+    if cfg.train.device != "cpu":
+        raise ConfigError(
+            f"train.device: {cfg.train.device!r}: record-level DP draws its noise from the seeded CPU streams "
+            "(Opacus adds it on the parameters' device); use cpu"
+        )
     if cfg.model.norm == "batch":
         raise ConfigError(
             "model.norm: 'batch' mixes the images of a batch, so per-sample gradients (DP-SGD) are undefined; "

@@ -222,6 +222,25 @@ def test_strategy_start_matches_the_inprocess_engine(tmp_path, shared_data_dir):
     assert weights_equal(strategy.weights, ref.weights)
 
 
+@pytest.mark.parametrize(
+    "privacy",
+    [
+        {"mode": "record", "noise_multiplier": 1.0, "delta": 1e-5, "clip_norm": 1.0},
+        {"mode": "client", "target_epsilon": 8.0, "delta": 1e-5, "clip_norm": 5.0},
+    ],
+    ids=["record", "client"],
+)
+def test_private_rounds_on_flower_match_the_inprocess_engine(tmp_path, shared_data_dir, privacy):
+    """Both DP modes through the ClientApp (the spec carries DP-SGD's settings) and the strategy."""
+    cfg = tiny_config(shared_data_dir, train={"rounds": 2}, privacy=privacy)
+    ref = train(cfg, RunDir.create(tmp_path, cfg, "ref"), progress=False)
+    fed = Federation.from_config(cfg, with_clients=False)
+    grid = FakeGrid(cfg, None)
+    strategy = GroupFedAvg(fed, NodeDirectory(grid, fed, poll_interval=0.01))
+    result = strategy.start(grid, messages.state_to_record(fed.initial_state().weights), num_rounds=2)
+    assert weights_equal(messages.record_to_state(result.arrays), ref.weights)
+
+
 def _tamper_by_round(plan):
     """plan: {(round, client): action}; actions alter the reply of that client in that round."""
 

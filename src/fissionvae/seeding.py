@@ -20,6 +20,7 @@ STREAMS = {
     "eval": 5,
     "sample": 6,
     "prior": 7,
+    "privacy": 8,  # DP noise: (0, round, client) at a client, (1, round) at the server
 }
 
 

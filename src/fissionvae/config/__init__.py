@@ -32,6 +32,7 @@ from fissionvae.config.schema import (
     GanConfig,
     GroupConfig,
     ModelConfig,
+    PrivacyConfig,
     RunConfig,
     TrainConfig,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "GanConfig",
     "GroupConfig",
     "ModelConfig",
+    "PrivacyConfig",
     "RunConfig",
     "TrainConfig",
     "apply_overrides",

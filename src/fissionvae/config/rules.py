@@ -50,6 +50,9 @@ def validate(cfg: RunConfig) -> None:
         )
     _validate_device(cfg.train.device)
     _positive(cfg.eval, "eval", ("test_per_group", "grid_size", "recon_per_group"))
+    from fissionvae.privacy.settings import validate_privacy  # imports models, which import this package
+
+    validate_privacy(cfg)
 
 
 def _validate_device(device: str) -> None:

@@ -169,6 +169,26 @@ class EvalConfig:
 
 
 @dataclass
+class PrivacyConfig:
+    """Differential privacy (docs/privacy.md); rules in :func:`fissionvae.privacy.settings.validate_privacy`.
+
+    ``mode``: ``none``; ``record`` (DP-SGD at every client: each image of a silo is protected) or
+    ``client`` (DP-FedAvg: each client's whole data set is protected). Give exactly one of
+    ``target_epsilon`` (the noise multiplier is calibrated for the whole run) and ``noise_multiplier``.
+    """
+
+    mode: Literal["none", "record", "client"] = "none"
+    target_epsilon: float | None = None
+    noise_multiplier: float | None = None
+    delta: float | None = None
+    clip_norm: float | None = None  # record: per-sample gradient norm; client: whole-update norm
+    accountant: Literal["rdp", "prv"] = "rdp"
+    # record only: how Opacus gets per-sample gradient norms (bench/dp_speed.py measures them); auto =
+    # ghost clipping (fastest), or hooks for hierarchical models (their decoder runs twice per image)
+    grad_sample_mode: Literal["auto", "ghost", "hooks", "functorch"] = "auto"
+
+
+@dataclass
 class RunConfig:
     name: str = "run"
     mode: Literal["federated", "centralized"] = "federated"
@@ -178,6 +198,7 @@ class RunConfig:
     federation: FederationConfig = field(default_factory=FederationConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     @property
     def group_names(self) -> list[str]:

@@ -7,7 +7,8 @@ keep no state between rounds (a client that sits out rounds, or restarts, behave
 this is our choice, the paper does not say. With ``optimizer_state`` given (config
 ``federation.client_optimizer: keep``) Adam continues from the client's previous moments and
 the reply carries the new state back to whoever keeps it for the client. Local shuffling and the VAE's noise come from
-the generator of stream (seed, "client", round, client_id).
+the generator of stream (seed, "client", round, client_id). With record-level privacy
+(``spec.dp_clip`` set) the local update is DP-SGD (:func:`fissionvae.privacy.record.dp_train`).
 
 Every model kind trains through this one function: the model supplies two hooks,
 ``local_optimizer(groups, lr, fused)`` (the VAE: one Adam over its owned parameters; the DCGAN:
@@ -31,6 +32,7 @@ from torch import Tensor
 
 from fissionvae.data.federated import ClientData
 from fissionvae.models.vae import FissionVAE
+from fissionvae.privacy.record import dp_train
 from fissionvae.seeding import torch_generator
 
 
@@ -46,6 +48,10 @@ class LocalTrainSpec:
     fused_adam: bool = True
     keep_optimizer: bool = False  # return Adam's state so the client can continue from it next time
     steps: int | None = None  # if set: exactly this many minibatch steps instead of ``epochs`` passes
+    # record-level DP-SGD (privacy/record.py) when dp_clip is set: per-sample clip norm, noise multiplier
+    dp_clip: float | None = None
+    dp_noise: float = 0.0
+    dp_grad_sample_mode: str = "ghost"  # ghost, hooks or functorch
 
 
 @dataclass
@@ -102,10 +108,13 @@ def client_update(
     generator = torch_generator(spec.seed, "client", spec.round, data.client_id)
     model.train()
     start = time.perf_counter()
-    sums, steps = _train_epochs(model, optimizer, data, spec, generator)
+    if spec.dp_clip is None:
+        sums, steps = _train_epochs(model, optimizer, data, spec, generator)
+        seen = local_images(data.num_samples, spec)
+    else:
+        sums, steps, seen = dp_train(model, optimizer, data, spec, generator)
     seconds = time.perf_counter() - start
-    seen = local_images(data.num_samples, spec)
-    metrics = {name: total / seen for name, total in sums.items()}
+    metrics = {name: total / max(seen, 1) for name, total in sums.items()}
     metrics.update(seconds=seconds, samples_per_s=seen / max(seconds, 1e-9), steps=steps)
     state = model.state_dict()
     kept = (

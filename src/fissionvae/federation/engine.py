@@ -42,6 +42,7 @@ from fissionvae.federation.sampling import sample_participants
 from fissionvae.federation.server import Federation
 from fissionvae.federation.state import ServerState
 from fissionvae.federation.workers import start_pool
+from fissionvae.privacy.plan import owners_of
 from fissionvae.runs import RunDir
 from fissionvae.seeding import torch_generator
 
@@ -85,7 +86,12 @@ def run_round(
     rule = fed.rule
     norms = {} if rule.clip_norm is None else {r.client_id: update_norm(weights, r.weights) for r in valid}
     new_states = {r.client_id: r.optimizer_state for r in valid if r.optimizer_state is not None}
-    return RoundOutcome(aggregate(weights, valid, rule), valid, chosen, rejected, new_states, norms)
+    plan = fed.privacy
+    if plan is not None and plan.mode == "client":  # DP-FedAvg: its own clipped, noised sums
+        new = plan.aggregate(weights, valid, owners_of(fed.model, fed.client_groups), round_index)
+    else:
+        new = aggregate(weights, valid, rule)
+    return RoundOutcome(new, valid, chosen, rejected, new_states, norms)
 
 
 def test_metrics(fed: Federation, round_index: int) -> dict[str, float]:
@@ -214,6 +220,8 @@ def _train_rounds(
             streak = state.extra.get(FAILED_STREAK, 0)
             if streak >= cfg.federation.max_failed_rounds:
                 raise RunFailed(_failure_message(run, r + 1, streak, outcome))
+        if fed.privacy is not None:
+            tqdm.write(fed.privacy.write_report(state.privacy, run.path / "privacy.json"))
         write_run_artifacts(fed.model.cpu(), fed.groups, run, cfg)
     except KeyboardInterrupt:
         with contextlib.suppress(OSError):
@@ -238,6 +246,10 @@ def _one_round(
     seconds = time.perf_counter() - start
     fed.model.load_state_dict(outcome.weights)
     records = round_records(fed, r, outcome, seconds, test_metrics(fed, r))
+    privacy = state.privacy
+    if fed.privacy is not None:
+        privacy = fed.privacy.account(privacy, outcome.participants)
+        fed.privacy.annotate(records, privacy)
     run.append_metrics(records)
     streak = int(state.extra.get(FAILED_STREAK, 0)) + 1 if outcome.failed else 0
     state = dataclasses.replace(
@@ -247,6 +259,7 @@ def _one_round(
         wall_seconds=state.wall_seconds + seconds,
         client_states=state.client_states | outcome.client_states,
         extra=_with_streak(state, streak),
+        privacy=privacy,
     )
     flags = {"rejected": len(outcome.rejected), "FAILED": f"{streak} in a row"} if outcome.rejected else {}
     bar.set_postfix(

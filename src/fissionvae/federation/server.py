@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -27,6 +28,7 @@ from fissionvae.federation.client import LocalTrainSpec
 from fissionvae.federation.replies import Expected
 from fissionvae.federation.state import ServerState
 from fissionvae.models.vae import FissionVAE, build_model
+from fissionvae.privacy.plan import PrivacyPlan
 
 
 @dataclass
@@ -57,6 +59,11 @@ class Federation:
     def participation(self) -> float:
         return 1.0 if self.cfg.mode == "centralized" else self.cfg.federation.participation
 
+    @cached_property
+    def privacy(self) -> PrivacyPlan | None:
+        """The run's privacy plan (None without a ``privacy`` section); from config and data sizes only."""
+        return PrivacyPlan.build(self.cfg, self.client_sizes)
+
     @property
     def rule(self) -> AggregationRule:
         return AggregationRule.from_config(self.cfg.federation)
@@ -75,7 +82,8 @@ class Federation:
         # centralised training is one uninterrupted optimiser run, so its Adam state is always kept
         keep = centralized or self.cfg.federation.client_optimizer == "keep"
         steps = None if centralized else t.local_steps
-        return LocalTrainSpec(self.cfg.seed, round_index, epochs, t.batch_size, t.lr, t.fused_adam, keep, steps)
+        dp = self.privacy.spec_fields() if self.privacy is not None else {}
+        return LocalTrainSpec(self.cfg.seed, round_index, epochs, t.batch_size, t.lr, t.fused_adam, keep, steps, **dp)
 
     def initial_state(self) -> ServerState:
         weights = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}

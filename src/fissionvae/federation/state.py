@@ -3,7 +3,8 @@
 Everything a run needs to continue: the completed round count, the global weights (encoder,
 every branch, the prior means), the resolved config, the accumulated wall time and, only when
 clients keep their Adam state between rounds (``federation.client_optimizer: keep``, and always
-for centralised training), each simulated client's optimiser state. Random streams are
+for centralised training), each simulated client's optimiser state and, with a ``privacy``
+section, the privacy accountants' state. Random streams are
 functions of (seed, round, client), so no RNG state has to be stored.
 Checkpoints are written atomically (temp file + rename): a kill at any moment leaves the
 previous complete checkpoint readable.
@@ -38,6 +39,7 @@ class ServerState:
     package_version: str = __version__
     extra: dict = field(default_factory=dict)
     client_states: dict = field(default_factory=dict)  # client id -> Adam state dict (keep mode only)
+    privacy: dict = field(default_factory=dict)  # accountants' histories and epsilons (privacy/plan.py)
 
 
 def save_state(state: ServerState, path: str | Path) -> Path:

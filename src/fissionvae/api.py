@@ -13,7 +13,8 @@ from pathlib import Path
 from fissionvae.config import ConfigError, RunConfig, apply_overrides, load_config, load_yaml_with_extends, save_config
 from fissionvae.federation.engine import train
 from fissionvae.federation.state import ServerState
-from fissionvae.models.vae import FissionVAE, build_model
+from fissionvae.models.protocol import GenerativeModel
+from fissionvae.models.vae import build_model
 from fissionvae.runs import RunDir
 
 # Settings a resumed run may change: they extend or observe training, never alter its past.
@@ -70,11 +71,12 @@ def resume(
     return train(cfg, run, data_dir=data_dir, max_rounds=max_rounds, progress=progress)
 
 
-def load_run(run_dir: str | Path) -> tuple[FissionVAE, RunConfig]:
+def load_run(run_dir: str | Path) -> tuple[GenerativeModel, RunConfig]:
     """The trained model (weights of the last checkpoint, eval mode) and config of a run."""
     run = RunDir.open(run_dir)
     cfg = run.load_config()
     state = run.load_state()
     model = build_model(cfg, tuple(state.extra.get("image_shape", (1, 28, 28))))
     model.load_state_dict(state.weights)
-    return model.eval(), cfg
+    model.eval()
+    return model, cfg

@@ -38,7 +38,8 @@ from fissionvae.data.federated import GroupData, load_groups
 from fissionvae.evaluation.nll import nll_report, pooled
 from fissionvae.federation.state import ServerState
 from fissionvae.io import atomic_write_bytes, atomic_write_json
-from fissionvae.models.vae import FissionVAE, build_model
+from fissionvae.models.protocol import GenerativeModel, LatentVariableModel
+from fissionvae.models.vae import build_model
 from fissionvae.runs import RunDir, RunDirError
 from fissionvae.seeding import torch_generator
 from fissionvae.viz import save_grid
@@ -105,7 +106,7 @@ def to_uint8(images: Tensor) -> Tensor:
 
 @torch.inference_mode()
 def generate(
-    model: FissionVAE,
+    model: GenerativeModel,
     group: int,
     n: int,
     seed: int,
@@ -175,11 +176,13 @@ def open_for_eval(run_dir: str | Path, allow_unfinished: bool) -> tuple[RunDir, 
     return run, state
 
 
-def model_of(run: RunDir, state: ServerState, device: str = "cpu") -> FissionVAE:
+def model_of(run: RunDir, state: ServerState, device: str = "cpu") -> GenerativeModel:
     cfg = run.load_config()
     model = build_model(cfg, tuple(state.extra.get("image_shape", (1, 28, 28))))
     model.load_state_dict(state.weights)
-    return model.to(device).eval()
+    model.to(device)
+    model.eval()
+    return model
 
 
 # --------------------------------------------------------------------------- metrics
@@ -264,7 +267,7 @@ def _group_is(clf, images: Tensor) -> dict:
     return out
 
 
-def nll_metrics(model: FissionVAE, groups: list[GroupData], seed: int, opts: EvalOptions, cache: Path) -> dict:
+def nll_metrics(model: LatentVariableModel, groups: list[GroupData], seed: int, opts: EvalOptions, cache: Path) -> dict:
     """Per-group and overall negative ELBO and IW bound (per-group results cached for resume)."""
     per_group = {}
     for gi, g in enumerate(groups):
@@ -284,24 +287,24 @@ def nll_metrics(model: FissionVAE, groups: list[GroupData], seed: int, opts: Eva
     return {"per_group": per_group, "overall": pooled(list(per_group.values()))}
 
 
-def prior_partners(model: FissionVAE, opts: EvalOptions) -> list[int | None]:
+def prior_partners(model: GenerativeModel, opts: EvalOptions) -> list[int | None]:
     """Per group, the group whose z1 prior its samples draw from (None: its own; see ``prior_swap``)."""
     k = model.num_groups
     if not opts.prior_swap:
         return [None] * k
-    if model.kind != "vae":
+    if not isinstance(model, LatentVariableModel):
         raise ValueError(f"prior_swap: a {model.kind} model has no group priors to swap")
     pathway = opts.pathway or model.default_pathway()
     if k < 2 or pathway == "z2" or not model.has_fixed_prior:
         raise ValueError(
             "prior_swap needs two or more groups, fixed z1 priors and a pathway that samples z1 from them "
-            f"('z1-z2-z1' or 'z1'); got {k} group(s), prior {model.cfg.prior!r}, pathway {pathway!r}"
+            f"('z1-z2-z1' or 'z1'); got {k} group(s), fixed priors {model.has_fixed_prior}, pathway {pathway!r}"
         )
     return [(g + 1) % k for g in range(k)]
 
 
 def write_pictures(
-    model: FissionVAE,
+    model: GenerativeModel,
     groups: list[GroupData],
     samples: list[Tensor],
     out: Path,
@@ -321,7 +324,7 @@ def write_pictures(
 
         n = opts.tsne_points
         test = torch.cat([g.test_images[:n] for g in groups])
-        if model.kind == "vae":  # a GAN has no encoder, hence no latent means
+        if isinstance(model, LatentVariableModel):  # a GAN has no encoder, hence no latent means
             gids = np.concatenate([np.full(min(n, len(g.test_images)), gi) for gi, g in enumerate(groups)])
             labels = torch.cat([g.test_labels[:n] for g in groups]).numpy()
             plot_latent_tsne(
@@ -400,7 +403,9 @@ def evaluate_run(run_dir: str | Path, opts: EvalOptions | None = None) -> dict:
         samples, [to_uint8(g.test_images) for g in groups], cfg.group_names, result["classifier"]["pool"]
     )
     result["nll"] = (
-        nll_metrics(model, groups, cfg.seed, opts, nll_cache) if model.kind == "vae" else {"skipped": NLL_SKIPPED}
+        nll_metrics(model, groups, cfg.seed, opts, nll_cache)
+        if isinstance(model, LatentVariableModel)
+        else {"skipped": NLL_SKIPPED}
     )
     result["pictures"] = write_pictures(model, groups, samples, run.path / opts.result_name, cfg.seed, opts, partners)
     result["seconds"] = time.perf_counter() - start

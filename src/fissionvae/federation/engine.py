@@ -30,7 +30,8 @@ from fissionvae.federation.client import ClientResult, LocalTrainSpec, client_up
 from fissionvae.federation.sampling import sample_participants
 from fissionvae.federation.state import ServerState
 from fissionvae.federation.workers import start_pool
-from fissionvae.models.vae import FissionVAE, build_model
+from fissionvae.models.protocol import GenerativeModel
+from fissionvae.models.vae import build_model
 from fissionvae.runs import RunDir
 from fissionvae.seeding import torch_generator
 
@@ -50,7 +51,7 @@ class Federation:
 
     cfg: RunConfig
     groups: list[GroupData]
-    model: FissionVAE
+    model: GenerativeModel
     client_groups: list[list[int]]
     clients: list[ClientData] = field(default_factory=list)
 

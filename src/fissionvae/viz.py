@@ -65,7 +65,7 @@ def plot_losses(metrics: list[dict], path: str | Path, title: str = "") -> Path:
                 series[key].append((m["round"], value))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for key in sorted(series):
-        xs, ys = zip(*series[key])
+        xs, ys = zip(*series[key], strict=True)
         ax = axes[0] if key.startswith("train/") else axes[1]
         ax.plot(xs, ys, label=key, marker="." if len(xs) < 30 else None, linewidth=2.2 if key == "test/loss" else 1.2)
     _label_round_panels(
@@ -78,7 +78,7 @@ def plot_losses(metrics: list[dict], path: str | Path, title: str = "") -> Path:
 
 def _label_round_panels(axes, names: tuple[str, ...], ylabel: str, title: str) -> None:
     """Axis labels, titles, grid and legend of per-round curve panels."""
-    for ax, name in zip(axes, names):
+    for ax, name in zip(axes, names, strict=True):
         ax.set_xlabel("round (centralised: epoch)")
         ax.set_ylabel(ylabel)
         ax.set_title(f"{title}: {name}" if title else name)
@@ -102,12 +102,12 @@ def plot_gan_losses(metrics: list[dict], path: str | Path, title: str = "") -> P
 
     rounds = [m for m in metrics if m.get("type") == "round"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, split in zip(axes, ("train", "test")):
+    for ax, split in zip(axes, ("train", "test"), strict=True):
         keys = [f"{split}/{k}" for k in GAN_CURVES + (("d_real", "d_fake") if split == "test" else ())]
         for key in keys:
             points = [(m["round"], m[key]) for m in rounds if key in m]
             if points:
-                xs, ys = zip(*points)
+                xs, ys = zip(*points, strict=True)
                 ax.plot(xs, ys, label=key, marker="." if len(xs) < 30 else None)
     names = ("train (this round's participants)", "test (fixed test images + fresh samples)")
     _label_round_panels(axes, names, "nats / image (D outputs: probability)", title)

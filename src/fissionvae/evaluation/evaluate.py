@@ -171,7 +171,8 @@ def open_for_eval(run_dir: str | Path, allow_unfinished: bool) -> tuple[RunDir, 
         raise RunDirError(f"{run.path}: no status.json; the run folder is incomplete")
     if state.round < planned and not allow_unfinished:
         raise RunDirError(
-            f"{run.path}: the run stopped at round {state.round} of {planned}; resume it first or pass --allow-unfinished"
+            f"{run.path}: the run stopped at round {state.round} of {planned}; resume it first or pass "
+            "--allow-unfinished"
         )
     return run, state
 
@@ -348,7 +349,8 @@ def evaluate_run(run_dir: str | Path, opts: EvalOptions | None = None) -> dict:
     opts = opts or EvalOptions()
     if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", opts.result_name):
         raise ValueError(
-            f"result_name {opts.result_name!r}: use letters, digits, '_', '.' and '-' only (it names a file in the run folder)"
+            f"result_name {opts.result_name!r}: use letters, digits, '_', '.' and '-' only (it names a file in the "
+            "run folder)"
         )
     start = time.perf_counter()
     run, state = open_for_eval(run_dir, opts.allow_unfinished)
@@ -386,12 +388,14 @@ def evaluate_run(run_dir: str | Path, opts: EvalOptions | None = None) -> dict:
         "weights_sha256": digest,
         "pathway": opts.pathway or model.default_pathway(),
         "prior_swap": opts.prior_swap,
-        "prior_of_group": {g: cfg.group_names[p] for g, p in zip(cfg.group_names, partners) if p is not None},
+        "prior_of_group": {
+            g: cfg.group_names[p] for g, p in zip(cfg.group_names, partners, strict=True) if p is not None
+        },
         "num_samples": total,
         "eval_images": sum(sizes),
         "reduced": total < sum(sizes) or opts.test_size is not None,
         "test_size": opts.test_size,
-        "samples_per_group": dict(zip(cfg.group_names, counts)),
+        "samples_per_group": dict(zip(cfg.group_names, counts, strict=True)),
         "options": asdict(opts),
     }
     if extractor is not None:
@@ -425,7 +429,8 @@ def summary_lines(result: dict) -> list[str]:
     subset = f", test subset of {result['test_size']} per group" if result.get("test_size") else ""
     flag = f" (REDUCED sample count{subset}: not comparable with full-protocol numbers)" if result["reduced"] else ""
     lines = [
-        f"{result['name']} [{result['mode']}], round {result['round']}/{result['rounds_planned']}, {result['num_samples']} generated images{flag}"
+        f"{result['name']} [{result['mode']}], round {result['round']}/{result['rounds_planned']}, "
+        f"{result['num_samples']} generated images{flag}"
     ]
     if "fid" in result:
         per = ", ".join(f"{k} {v['fid']:.2f}" for k, v in result["fid"]["per_group"].items())
@@ -439,13 +444,18 @@ def summary_lines(result: dict) -> list[str]:
     if coll:
         verdict = "COLLAPSED (" + "; ".join(coll["reasons"]) + ")" if coll["collapsed"] else "not collapsed"
         lines.append(
-            f"mode collapse: {verdict}; near-duplicates {coll['near_duplicates']['share']:.3f} of {coll['near_duplicates']['images']} (real {coll['near_duplicates'].get('real_share', float('nan')):.3f}), class coverage {coll['coverage']['coverage_entropy_normalised']:.3f}, {coll['coverage']['classes_covered']}/{coll['coverage']['classes']} classes"
+            f"mode collapse: {verdict}; near-duplicates {coll['near_duplicates']['share']:.3f} of "
+            f"{coll['near_duplicates']['images']} (real "
+            f"{coll['near_duplicates'].get('real_share', float('nan')):.3f}), class coverage "
+            f"{coll['coverage']['coverage_entropy_normalised']:.3f}, "
+            f"{coll['coverage']['classes_covered']}/{coll['coverage']['classes']} classes"
         )
     if "skipped" in result["nll"]:
         lines.append(f"NLL: skipped ({result['nll']['skipped']})")
         return lines
     n = result["nll"]["overall"]
     lines.append(
-        f"NLL: -ELBO {n['neg_elbo']['nats_per_dim']:.4f} nats/dim ({n['neg_elbo']['bits_per_dim']:.4f} bits/dim), IW K={n['iw']['k']} {n['iw']['nats_per_dim']:.4f} nats/dim"
+        f"NLL: -ELBO {n['neg_elbo']['nats_per_dim']:.4f} nats/dim ({n['neg_elbo']['bits_per_dim']:.4f} bits/dim), IW "
+        f"K={n['iw']['k']} {n['iw']['nats_per_dim']:.4f} nats/dim"
     )
     return lines

@@ -200,7 +200,8 @@ class DiscretisedLogisticMixture(Likelihood):
         return self.components * (1 + 2 * self.channels + self.num_coeffs)
 
     def _split(self, params: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """params (B, P, H, W) -> logits (B,K,H,W), means (B,K,C,H,W), log_scales (B,K,C,H,W), coeffs (B,K,C(C-1)/2,H,W)."""
+        """params (B, P, H, W) -> logits (B,K,H,W), means (B,K,C,H,W), log_scales (B,K,C,H,W),
+        coeffs (B,K,C(C-1)/2,H,W)."""
         b, _, h, w = params.shape
         k, c = self.components, self.channels
         logits, means, log_scales, coeffs = params.split([k, k * c, k * c, k * self.num_coeffs], dim=1)

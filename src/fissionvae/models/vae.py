@@ -17,6 +17,8 @@ objective (Eq. 3 with the group prior for flat models, Eq. 10 for hierarchical o
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import Tensor, nn
 
@@ -210,21 +212,25 @@ class FissionVAE(GroupNamed, nn.Module):
                 q2 = self.encoder["z1"](z1)
                 z2 = q2.rsample(generator)
                 log_prior = unit_gaussian_log_prob(z2) - q2.log_prob(z2)
-                log_joint = self._per_branch(group_ids, lambda br, idx: {"lp": self._hier_log_lik(br, x, z1, z2, idx)})[
-                    "lp"
-                ]
+                log_joint = self._per_branch(group_ids, partial(self._hier_log_lik, x=x, z1=z1, z2=z2))["lp"]
             else:
                 log_prior = unit_gaussian_log_prob(z1, self.prior_means[group_ids])
-                log_joint = -self._per_branch(
-                    group_ids, lambda br, idx: {"nll": br.likelihood.nll(br.image_params(_sel(z1, idx)), _sel(x, idx))}
-                )["nll"]
+                log_joint = -self._per_branch(group_ids, partial(self._flat_nll, x=x, z1=z1))["nll"]
             rows.append(log_joint + log_prior - q1.log_prob(z1))
         return torch.stack(rows)
 
-    def _hier_log_lik(self, br: Branch, x, z1, z2, idx) -> Tensor:
-        """log p(z1|z2) + log p(x|z1) for the images ``idx`` of one branch."""
+    @staticmethod
+    def _hier_log_lik(br: Branch, idx: Tensor | None, *, x: Tensor, z1: Tensor, z2: Tensor) -> dict[str, Tensor]:
+        """{"lp": log p(z1|z2) + log p(x|z1)} for the images ``idx`` of one branch."""
         z1s = _sel(z1, idx)
-        return br.z1_given_z2(_sel(z2, idx)).log_prob(z1s) - br.likelihood.nll(br.image_params(z1s), _sel(x, idx))
+        return {
+            "lp": br.z1_given_z2(_sel(z2, idx)).log_prob(z1s) - br.likelihood.nll(br.image_params(z1s), _sel(x, idx))
+        }
+
+    @staticmethod
+    def _flat_nll(br: Branch, idx: Tensor | None, *, x: Tensor, z1: Tensor) -> dict[str, Tensor]:
+        """{"nll": -log p(x|z1)} for the images ``idx`` of one branch."""
+        return {"nll": br.likelihood.nll(br.image_params(_sel(z1, idx)), _sel(x, idx))}
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()

@@ -56,7 +56,7 @@ def exchange(
     if not pairs:
         return [], {}
     ids = list(grid.push_messages([m for _, m in pairs]))
-    client_of = {mid: cid for (cid, _), mid in zip(pairs, ids) if mid}
+    client_of = {mid: cid for (cid, _), mid in zip(pairs, ids, strict=True) if mid}
     pending = set(client_of)
     replies: list[Message] = []
     deadline = time.monotonic() + timeout
@@ -75,9 +75,10 @@ class NodeDirectory:
 
     Each online node is asked once which client it serves; a node that leaves is forgotten (and
     asked again if it comes back); a query unanswered after ``query_timeout`` seconds is dropped
-    and the node asked again in the next call, without waiting for it any more. Two nodes claiming one client: the first keeps it, the other
-    is logged and ignored. :meth:`restore` takes the answers a previous ServerApp of the same run
-    recorded (``nodes.json``) for nodes that are still online, so a resumed run does not ask again.
+    and the node asked again in the next call, without waiting for it any more. Two nodes claiming
+    one client: the first keeps it, the other is logged and ignored. :meth:`restore` takes the
+    answers a previous ServerApp of the same run recorded (``nodes.json``) for nodes that are
+    still online, so a resumed run does not ask again.
     """
 
     def __init__(self, grid: Grid, fed: Federation, poll_interval: float = 0.5, query_timeout: float = 60.0):
@@ -152,7 +153,7 @@ class NodeDirectory:
         ttl = max(self.query_timeout, 60.0)
         msgs = [Message(self._query, nid, MessageType.QUERY, ttl=ttl) for nid in node_ids]
         now = time.monotonic()
-        for nid, mid in zip(node_ids, self.grid.push_messages(msgs)):
+        for nid, mid in zip(node_ids, self.grid.push_messages(msgs), strict=True):
             self.asked.add(nid)
             if mid:
                 self.pending[mid] = (nid, now)

@@ -27,6 +27,7 @@ import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -378,7 +379,7 @@ def evaluate_run(run_dir: str | Path, opts: EvalOptions | None = None) -> dict:
         / ("nll-" + hashlib.sha256(f"{digest}{subset}|{EVAL_FORMAT}".encode()).hexdigest()[:16])
     )
     samples = [generate(model, gi, n, cfg.seed, opts.pathway, prior_group=partners[gi]) for gi, n in enumerate(counts)]
-    result = {
+    result: dict[str, Any] = {
         "format": EVAL_FORMAT,
         "run": str(run.path),
         "name": cfg.name,

@@ -340,7 +340,7 @@ class GroupFedAvg(FedAvg):
         for r in outcome.rejected:
             log(WARNING, "client %d: reply rejected: %s", r["client"], r["reason"])
         self.weights = outcome.weights
-        metrics = {
+        metrics: dict[str, int | float | list[int] | list[float]] = {
             "clients": len(outcome.results),
             "participants": len(outcome.participants),
             "rejected": len(outcome.rejected),

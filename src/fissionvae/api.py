@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from fissionvae.config import ConfigError, RunConfig, apply_overrides, load_config, load_yaml_with_extends, save_config
@@ -37,8 +38,15 @@ def train_from_config(
     max_rounds: int | None = None,
     progress: bool = True,
 ) -> RunDir:
-    """Validate the config, create a run folder under ``runs_dir`` and train."""
+    """Validate the config, create a run folder under ``runs_dir`` and train.
+
+    A ``data_dir`` given here is remembered in the run's saved config (``data.dir``, made absolute),
+    so that ``evaluate`` / ``resume`` of the run find the same files without being told again
+    (and an offline machine does not try to download them). It does not change any number.
+    """
     cfg = config if isinstance(config, RunConfig) else load_config(config, overrides)
+    if data_dir is not None:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, dir=str(Path(data_dir).resolve())))
     run = RunDir.create(runs_dir, cfg, name)
     train(cfg, run, data_dir=data_dir, max_rounds=max_rounds, progress=progress)
     return run

@@ -1,4 +1,4 @@
-"""PNG image grids and loss-curve plots (written atomically)."""
+"""Image grids (PNG or JPEG) and loss-curve plots (written atomically)."""
 
 from __future__ import annotations
 
@@ -29,10 +29,24 @@ def image_grid(images: Tensor, nrow: int | None = None, pad: int = 2, scale: int
     return np.kron(grid, np.ones((scale, scale) + ((1,) if c == 3 else ()), dtype=np.uint8)) if scale > 1 else grid
 
 
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+
+
+def image_format(path: str | Path) -> str:
+    """The Pillow format an image path's suffix asks for; a ValueError naming the path for any other suffix."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in IMAGE_FORMATS:
+        raise ValueError(f"{path}: unsupported image type {suffix or '(no suffix)'!r}; use .png, .jpg or .jpeg")
+    return IMAGE_FORMATS[suffix]
+
+
 def save_grid(images: Tensor, path: str | Path, nrow: int | None = None, scale: int = 2) -> Path:
-    """Write an image grid PNG atomically."""
+    """Write an image grid atomically, as PNG or JPEG (quality 95) as the path's suffix says."""
+    fmt = image_format(path)
     buf = io.BytesIO()
-    Image.fromarray(image_grid(images, nrow, scale=scale)).save(buf, format="PNG")
+    Image.fromarray(image_grid(images, nrow, scale=scale)).save(
+        buf, format=fmt, **({"quality": 95} if fmt == "JPEG" else {})
+    )
     return atomic_write_bytes(path, buf.getvalue())
 
 

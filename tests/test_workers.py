@@ -37,7 +37,7 @@ def assert_gone(pids, before):
 
 def same_results(a, b):
     assert [r.client_id for r in a] == [r.client_id for r in b]
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         assert x.weights.keys() == y.weights.keys() and all(torch.equal(x.weights[k], y.weights[k]) for k in x.weights)
         assert {k: v for k, v in x.metrics.items() if k not in TIMING} == {
             k: v for k, v in y.metrics.items() if k not in TIMING

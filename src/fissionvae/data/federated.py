@@ -150,7 +150,7 @@ def build_clients(cfg: RunConfig, groups: list[GroupData]) -> list[ClientData]:
     if cfg.mode == "centralized":
         return [_centralized_client(groups)]
     clients: list[ClientData] = []
-    for gi, (gcfg, gd) in enumerate(zip(cfg.data.groups, groups)):
+    for gi, (gcfg, gd) in enumerate(zip(cfg.data.groups, groups, strict=True)):
         for shard in iid_partition(len(gd.train_images), gcfg.clients, cfg.seed, gi):
             idx = torch.from_numpy(shard)
             clients.append(

@@ -200,8 +200,8 @@ def load_image_folder(
     if result is None:
         rels = [p.relative_to(root).as_posix() for p in files]
         decoded = decode_many([str(p) for p in files], size, resample, workers, progress, desc=f"images {root.name}")
-        good = [(rel, arr) for rel, arr in zip(rels, decoded) if not isinstance(arr, str)]
-        skipped = tuple((rel, arr) for rel, arr in zip(rels, decoded) if isinstance(arr, str))
+        good = [(rel, arr) for rel, arr in zip(rels, decoded, strict=True) if not isinstance(arr, str)]
+        skipped = tuple((rel, arr) for rel, arr in zip(rels, decoded, strict=True) if isinstance(arr, str))
         classes = tuple(sorted({_label_of(rel, labels) for rel, _ in good}))
         index = {c: i for i, c in enumerate(classes)}
         images = np.stack([a for _, a in good]) if good else np.zeros((0, 3, size, size), np.uint8)

@@ -160,7 +160,7 @@ def gunzip(raw: bytes, path: str | os.PathLike = "<bytes>") -> bytes:
         try:
             parts.append(inflater.decompress(view[pos:]))
         except zlib.error as exc:
-            raise DataFileError(path, _describe_zlib_error(exc))
+            raise DataFileError(path, _describe_zlib_error(exc)) from exc
         if not inflater.eof:
             raise DataFileError(path, "truncated gzip: compressed data ended before the end-of-stream marker")
         rest = inflater.unused_data

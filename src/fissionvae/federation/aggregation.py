@@ -30,7 +30,7 @@ def weighted_average(tensors: Sequence[Tensor], counts: Sequence[int], like: Ten
         return torch.stack(list(tensors)).amax(0).to(like.dtype)
     total = float(sum(counts))
     acc = torch.zeros(like.shape, dtype=torch.float64)
-    for t, n in zip(tensors, counts):
+    for t, n in zip(tensors, counts, strict=True):
         acc += t.to(torch.float64) * (n / total)
     return acc.to(like.dtype)
 
@@ -52,7 +52,8 @@ def check_update(global_weights: Mapping[str, Tensor], allowed_keys: Sequence[st
     keys = set(result.weights)
     if keys != set(allowed_keys):
         raise InvalidUpdate(
-            f"client {result.client_id}: keys differ from its owned keys (missing {sorted(set(allowed_keys) - keys)[:3]}, unexpected {sorted(keys - set(allowed_keys))[:3]})"
+            f"client {result.client_id}: keys differ from its owned keys (missing "
+            f"{sorted(set(allowed_keys) - keys)[:3]}, unexpected {sorted(keys - set(allowed_keys))[:3]})"
         )
     if result.num_samples <= 0:
         raise InvalidUpdate(f"client {result.client_id}: num_samples must be positive, got {result.num_samples}")
@@ -60,7 +61,8 @@ def check_update(global_weights: Mapping[str, Tensor], allowed_keys: Sequence[st
         got, want = result.weights[key], global_weights[key]
         if got.shape != want.shape or got.dtype != want.dtype:
             raise InvalidUpdate(
-                f"client {result.client_id}: {key} is {tuple(got.shape)}/{got.dtype}, expected {tuple(want.shape)}/{want.dtype}"
+                f"client {result.client_id}: {key} is {tuple(got.shape)}/{got.dtype}, expected "
+                f"{tuple(want.shape)}/{want.dtype}"
             )
         if got.is_floating_point() and not torch.isfinite(got).all():
             raise InvalidUpdate(f"client {result.client_id}: {key} has non-finite values")

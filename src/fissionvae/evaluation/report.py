@@ -239,6 +239,11 @@ def data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
+def _html_img(path: Path, alt: str, style: str = "") -> str:
+    css = f" style='{style}'" if style else ""
+    return f"<img alt='{html.escape(alt)}' src='{data_uri(path)}'{css}>"
+
+
 def make_report(run_dirs: list[str | Path], out: str | Path, title: str = "fissionvae comparison") -> Path:
     """Write ``out/report.md`` (with its images beside it) and ``out/report.html`` (one self-contained file,
     images embedded) for the given evaluated runs."""
@@ -270,12 +275,11 @@ def make_report(run_dirs: list[str | Path], out: str | Path, title: str = "fissi
         "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in NOTES) + "</ul>",
         "<h2>Runs</h2>",
         _html_table(rheaders, rrows),
-        f"<h2>Test loss per round</h2><img alt='loss curves' src='{data_uri(out / 'loss_curves.png')}'>",
+        "<h2>Test loss per round</h2>" + _html_img(out / "loss_curves.png", "loss curves"),
         "<h2>Generations</h2>",
     ]
     body += [
-        f"<h3>{html.escape(c)}</h3>"
-        + "".join(f"<img alt='{html.escape(f)}' src='{data_uri(out / f)}' style='margin:4px'>" for f in files)
+        f"<h3>{html.escape(c)}</h3>" + "".join(_html_img(out / f, Path(f).stem, "margin:4px") for f in files)
         for c, files in grids
     ]
     head = f"<meta charset='utf-8'><title>{html.escape(title)}</title><style>{HTML_STYLE}</style>"

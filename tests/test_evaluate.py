@@ -168,7 +168,8 @@ def test_report_from_two_runs(runs, isolated_cache, tmp_path):
     assert "paper 42.11" in md and "paper 34.39" in md  # Table 3 +L+D, federated and centralised
     assert "n=120" in md and "n=40 REDUCED" in md and "(paper 3.04*" in md
     html = (tmp_path / "report" / "report.html").read_text()
-    assert "<table>" in html and "loss_curves.png" in html
+    assert "<table>" in html and html.count("src='data:image/png;base64,") == 5  # self-contained: curves + 4 grids
+    assert "loss_curves.png" not in html and "images/" not in html
     assert (tmp_path / "report" / "loss_curves.png").stat().st_size > 1000
     assert len(list((tmp_path / "report" / "images").glob("*.png"))) == 4
     unevaluated = RunDir.create(tmp_path, runs["federated"].load_config(), "noeval")

@@ -31,20 +31,20 @@ import torch
 
 pytest.importorskip("flwr")
 
-from flwr.app import Context, Error, Message, RecordDict  # noqa: E402
-from flwr.serverapp import Grid  # noqa: E402
-from flwr.supercore.run import Run  # noqa: E402
-from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
-from tests.helpers import REPO, tiny_config  # noqa: E402
+from flwr.app import Context, Error, Message, RecordDict
+from flwr.serverapp import Grid
+from flwr.supercore.run import Run
+from flwr.supercore.task_identity import TaskIdentity
+from tests.helpers import REPO, tiny_config
 
-from fissionvae.cli import build_parser  # noqa: E402
-from fissionvae.cli import main as cli_main  # noqa: E402
-from fissionvae.data.federated import build_clients, client_groups, load_groups  # noqa: E402
-from fissionvae.federation.client import LocalTrainSpec  # noqa: E402
-from fissionvae.federation.engine import Federation, InProcessDispatcher, train  # noqa: E402
-from fissionvae.federation.flower import clientapp, messages  # noqa: E402
-from fissionvae.federation.flower.bindings import BindingsError, NodeBinding, add_binding, client_nodes  # noqa: E402
-from fissionvae.federation.flower.commands import (  # noqa: E402
+from fissionvae.cli import build_parser
+from fissionvae.cli import main as cli_main
+from fissionvae.data.federated import build_clients, client_groups, load_groups
+from fissionvae.federation.client import LocalTrainSpec
+from fissionvae.federation.engine import Federation, InProcessDispatcher, train
+from fissionvae.federation.flower import clientapp, messages
+from fissionvae.federation.flower.bindings import BindingsError, NodeBinding, add_binding, client_nodes
+from fissionvae.federation.flower.commands import (
     CONNECTION,
     FlowerRunError,
     flower_env,
@@ -52,17 +52,17 @@ from fissionvae.federation.flower.commands import (  # noqa: E402
     node_configs,
     write_connection,
 )
-from fissionvae.federation.flower.deployment import LocalDeployment  # noqa: E402
-from fissionvae.federation.flower.gate import FleetGate  # noqa: E402
-from fissionvae.federation.flower.launch import FlowerOptions, train_with_flower  # noqa: E402
-from fissionvae.federation.flower.processes import ProcessSet, processes_with_home  # noqa: E402
-from fissionvae.federation.flower.security import (  # noqa: E402
+from fissionvae.federation.flower.deployment import LocalDeployment
+from fissionvae.federation.flower.gate import FleetGate
+from fissionvae.federation.flower.launch import FlowerOptions, train_with_flower
+from fissionvae.federation.flower.processes import ProcessSet, processes_with_home
+from fissionvae.federation.flower.security import (
     generate_certificates,
     generate_node_keys,
 )
-from fissionvae.federation.flower.serverapp import FlowerDispatcher  # noqa: E402
-from fissionvae.federation.flower.strategy import GroupFedAvg, NodeDirectory  # noqa: E402
-from fissionvae.runs import RunDir  # noqa: E402
+from fissionvae.federation.flower.serverapp import FlowerDispatcher
+from fissionvae.federation.flower.strategy import GroupFedAvg, NodeDirectory
+from fissionvae.runs import RunDir
 
 TIMING = {"seconds", "samples_per_s", "steps"}
 

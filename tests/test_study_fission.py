@@ -266,7 +266,8 @@ def api_model(run: RunDir):
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory, shared_data_dir):
-    """Tables 6, 7 and Figure 10 on the tiny preset (4 runs, 7 evaluations, no FID), interrupted twice, then completed."""
+    """Tables 6, 7 and Figure 10 on the tiny preset (4 runs, 7 evaluations, no FID), interrupted twice, then
+    completed."""
     root = tmp_path_factory.mktemp("study")
     opts = StudyOptions(
         tables=("6", "7", "10"),

@@ -8,12 +8,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from fissionvae.config import RunConfig, check_max_rounds, check_override_applies, load_config, save_config
 from fissionvae.federation.engine import Federation, train
 from fissionvae.federation.state import ServerState
-from fissionvae.models.vae import FissionVAE, build_model
+from fissionvae.models.protocol import GenerativeModel
+from fissionvae.models.vae import build_model
 from fissionvae.resuming import RESUMABLE_OVERRIDES, resume_config
 from fissionvae.runs import RunDir
 
@@ -32,11 +34,16 @@ def train_from_config(
     """Validate the config, read and check the data, then create a run folder under ``runs_dir`` and train.
 
     Every input is checked before the run folder exists: a bad config, option or data file
-    leaves nothing behind.
+    leaves nothing behind. A ``data_dir`` given here is remembered in the run's saved config
+    (``data.dir``, made absolute), so that ``evaluate`` / ``resume`` of the run find the same files
+    without being told again (and an offline machine does not try to download them). It does not
+    change any number.
     """
     cfg = config if isinstance(config, RunConfig) else load_config(config, overrides)
     check_override_applies(cfg, overrides or [])
     check_max_rounds(max_rounds)
+    if data_dir is not None:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, dir=str(Path(data_dir).resolve())))
     federation = Federation.from_config(cfg, data_dir)  # reads and checks every data file
     run = RunDir.create(runs_dir, cfg, name)
     train(cfg, run, data_dir=data_dir, max_rounds=max_rounds, progress=progress, federation=federation)
@@ -65,11 +72,12 @@ def resume(
     return train(cfg, run, data_dir=data_dir, max_rounds=max_rounds, progress=progress, federation=federation)
 
 
-def load_run(run_dir: str | Path) -> tuple[FissionVAE, RunConfig]:
+def load_run(run_dir: str | Path) -> tuple[GenerativeModel, RunConfig]:
     """The trained model (weights of the last checkpoint, eval mode) and config of a run."""
     run = RunDir.open(run_dir)
     cfg = run.load_config()
     state = run.load_state()
     model = build_model(cfg, tuple(state.extra.get("image_shape", (1, 28, 28))))
     model.load_state_dict(state.weights)
-    return model.eval(), cfg
+    model.eval()
+    return model, cfg

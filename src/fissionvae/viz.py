@@ -1,4 +1,4 @@
-"""PNG image grids and loss-curve plots (written atomically)."""
+"""Image grids (PNG or JPEG) and loss-curve plots (written atomically)."""
 
 from __future__ import annotations
 
@@ -29,10 +29,24 @@ def image_grid(images: Tensor, nrow: int | None = None, pad: int = 2, scale: int
     return np.kron(grid, np.ones((scale, scale) + ((1,) if c == 3 else ()), dtype=np.uint8)) if scale > 1 else grid
 
 
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+
+
+def image_format(path: str | Path) -> str:
+    """The Pillow format an image path's suffix asks for; a ValueError naming the path for any other suffix."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in IMAGE_FORMATS:
+        raise ValueError(f"{path}: unsupported image type {suffix or '(no suffix)'!r}; use .png, .jpg or .jpeg")
+    return IMAGE_FORMATS[suffix]
+
+
 def save_grid(images: Tensor, path: str | Path, nrow: int | None = None, scale: int = 2) -> Path:
-    """Write an image grid PNG atomically."""
+    """Write an image grid atomically, as PNG or JPEG (quality 95) as the path's suffix says."""
+    fmt = image_format(path)
     buf = io.BytesIO()
-    Image.fromarray(image_grid(images, nrow, scale=scale)).save(buf, format="PNG")
+    Image.fromarray(image_grid(images, nrow, scale=scale)).save(
+        buf, format=fmt, **({"quality": 95} if fmt == "JPEG" else {})
+    )
     return atomic_write_bytes(path, buf.getvalue())
 
 
@@ -65,7 +79,7 @@ def plot_losses(metrics: list[dict], path: str | Path, title: str = "") -> Path:
                 series[key].append((m["round"], value))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for key in sorted(series):
-        xs, ys = zip(*series[key])
+        xs, ys = zip(*series[key], strict=True)
         ax = axes[0] if key.startswith("train/") else axes[1]
         ax.plot(xs, ys, label=key, marker="." if len(xs) < 30 else None, linewidth=2.2 if key == "test/loss" else 1.2)
     _label_round_panels(
@@ -78,7 +92,7 @@ def plot_losses(metrics: list[dict], path: str | Path, title: str = "") -> Path:
 
 def _label_round_panels(axes, names: tuple[str, ...], ylabel: str, title: str) -> None:
     """Axis labels, titles, grid and legend of per-round curve panels."""
-    for ax, name in zip(axes, names):
+    for ax, name in zip(axes, names, strict=True):
         ax.set_xlabel("round (centralised: epoch)")
         ax.set_ylabel(ylabel)
         ax.set_title(f"{title}: {name}" if title else name)
@@ -102,12 +116,12 @@ def plot_gan_losses(metrics: list[dict], path: str | Path, title: str = "") -> P
 
     rounds = [m for m in metrics if m.get("type") == "round"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, split in zip(axes, ("train", "test")):
+    for ax, split in zip(axes, ("train", "test"), strict=True):
         keys = [f"{split}/{k}" for k in GAN_CURVES + (("d_real", "d_fake") if split == "test" else ())]
         for key in keys:
             points = [(m["round"], m[key]) for m in rounds if key in m]
             if points:
-                xs, ys = zip(*points)
+                xs, ys = zip(*points, strict=True)
                 ax.plot(xs, ys, label=key, marker="." if len(xs) < 30 else None)
     names = ("train (this round's participants)", "test (fixed test images + fresh samples)")
     _label_round_panels(axes, names, "nats / image (D outputs: probability)", title)

@@ -115,6 +115,7 @@ def collapse_report(
         "near_duplicates": dup,
         "near_duplicates_per_group": per_group,
         "coverage": pool,
-        "criteria": f"collapsed if the pool's near-duplicate share (nearest-neighbour distance < {DUPLICATE_RATIO} x the median pairwise distance) >= {DUPLICATE_LIMIT} "
+        "criteria": f"collapsed if the pool's near-duplicate share (nearest-neighbour distance < {DUPLICATE_RATIO} x "
+        "the median pairwise distance) >= {DUPLICATE_LIMIT} "
         f"or its normalised class coverage entropy < {COVERAGE_LIMIT} (real Mixed MNIST: 0.999)",
     }

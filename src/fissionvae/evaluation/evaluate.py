@@ -26,6 +26,7 @@ import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,7 +42,8 @@ from fissionvae.evaluation.runtimes import RUNTIME_CHOICES, feature_extractor
 from fissionvae.evaluation.shares import split_counts
 from fissionvae.federation.state import ServerState
 from fissionvae.io import atomic_write_bytes, atomic_write_json
-from fissionvae.models.vae import FissionVAE, build_model
+from fissionvae.models.protocol import GenerativeModel, LatentVariableModel
+from fissionvae.models.vae import build_model
 from fissionvae.runs import RunDir, RunDirError
 from fissionvae.seeding import torch_generator
 from fissionvae.viz import save_grid
@@ -105,7 +107,7 @@ def to_uint8(images: Tensor) -> Tensor:
 
 @torch.inference_mode()
 def generate(
-    model: FissionVAE,
+    model: GenerativeModel,
     group: int,
     n: int,
     seed: int,
@@ -172,16 +174,19 @@ def open_for_eval(run_dir: str | Path, allow_unfinished: bool) -> tuple[RunDir, 
         raise RunDirError(f"{run.path}: no status.json; the run folder is incomplete")
     if state.round < planned and not allow_unfinished:
         raise RunDirError(
-            f"{run.path}: the run stopped at round {state.round} of {planned}; resume it first or pass --allow-unfinished"
+            f"{run.path}: the run stopped at round {state.round} of {planned}; resume it first or pass "
+            "--allow-unfinished"
         )
     return run, state
 
 
-def model_of(run: RunDir, state: ServerState, device: str = "cpu") -> FissionVAE:
+def model_of(run: RunDir, state: ServerState, device: str = "cpu") -> GenerativeModel:
     cfg = run.load_config()
     model = build_model(cfg, tuple(state.extra.get("image_shape", (1, 28, 28))))
     model.load_state_dict(state.weights)
-    return model.to(device).eval()
+    model.to(device)
+    model.eval()
+    return model
 
 
 # --------------------------------------------------------------------------- metrics
@@ -271,7 +276,7 @@ def _group_is(clf, images: Tensor) -> dict:
     return out
 
 
-def nll_metrics(model: FissionVAE, groups: list[GroupData], seed: int, opts: EvalOptions, cache: Path) -> dict:
+def nll_metrics(model: LatentVariableModel, groups: list[GroupData], seed: int, opts: EvalOptions, cache: Path) -> dict:
     """Per-group and overall negative ELBO and IW bound (per-group results cached for resume)."""
     per_group = {}
     for gi, g in enumerate(groups):
@@ -291,24 +296,24 @@ def nll_metrics(model: FissionVAE, groups: list[GroupData], seed: int, opts: Eva
     return {"per_group": per_group, "overall": pooled(list(per_group.values()))}
 
 
-def prior_partners(model: FissionVAE, opts: EvalOptions) -> list[int | None]:
+def prior_partners(model: GenerativeModel, opts: EvalOptions) -> list[int | None]:
     """Per group, the group whose z1 prior its samples draw from (None: its own; see ``prior_swap``)."""
     k = model.num_groups
     if not opts.prior_swap:
         return [None] * k
-    if model.kind != "vae":
+    if not isinstance(model, LatentVariableModel):
         raise ValueError(f"prior_swap: a {model.kind} model has no group priors to swap")
     pathway = opts.pathway or model.default_pathway()
     if k < 2 or pathway == "z2" or not model.has_fixed_prior:
         raise ValueError(
             "prior_swap needs two or more groups, fixed z1 priors and a pathway that samples z1 from them "
-            f"('z1-z2-z1' or 'z1'); got {k} group(s), prior {model.cfg.prior!r}, pathway {pathway!r}"
+            f"('z1-z2-z1' or 'z1'); got {k} group(s), fixed priors {model.has_fixed_prior}, pathway {pathway!r}"
         )
     return [(g + 1) % k for g in range(k)]
 
 
 def write_pictures(
-    model: FissionVAE,
+    model: GenerativeModel,
     groups: list[GroupData],
     samples: list[Tensor],
     out: Path,
@@ -328,7 +333,7 @@ def write_pictures(
 
         n = opts.tsne_points
         test = torch.cat([g.test_images[:n] for g in groups])
-        if model.kind == "vae":  # a GAN has no encoder, hence no latent means
+        if isinstance(model, LatentVariableModel):  # a GAN has no encoder, hence no latent means
             gids = np.concatenate([np.full(min(n, len(g.test_images)), gi) for gi, g in enumerate(groups)])
             labels = torch.cat([g.test_labels[:n] for g in groups]).numpy()
             plot_latent_tsne(
@@ -352,7 +357,8 @@ def evaluate_run(run_dir: str | Path, opts: EvalOptions | None = None) -> dict:
     opts = opts or EvalOptions()
     if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", opts.result_name):
         raise ValueError(
-            f"result_name {opts.result_name!r}: use letters, digits, '_', '.' and '-' only (it names a file in the run folder)"
+            f"result_name {opts.result_name!r}: use letters, digits, '_', '.' and '-' only (it names a file in the "
+            "run folder)"
         )
     if opts.fid_runtime not in RUNTIME_CHOICES:
         raise ValueError(f"fid_runtime {opts.fid_runtime!r}: choose one of {', '.join(RUNTIME_CHOICES)}")
@@ -382,7 +388,7 @@ def evaluate_run(run_dir: str | Path, opts: EvalOptions | None = None) -> dict:
         / ("nll-" + hashlib.sha256(f"{digest}{subset}|{EVAL_FORMAT}".encode()).hexdigest()[:16])
     )
     samples = [generate(model, gi, n, cfg.seed, opts.pathway, prior_group=partners[gi]) for gi, n in enumerate(counts)]
-    result = {
+    result: dict[str, Any] = {
         "format": EVAL_FORMAT,
         "run": str(run.path),
         "name": cfg.name,
@@ -409,7 +415,9 @@ def evaluate_run(run_dir: str | Path, opts: EvalOptions | None = None) -> dict:
         samples, [to_uint8(g.test_images) for g in groups], cfg.group_names, result["classifier"]["pool"]
     )
     result["nll"] = (
-        nll_metrics(model, groups, cfg.seed, opts, nll_cache) if model.kind == "vae" else {"skipped": NLL_SKIPPED}
+        nll_metrics(model, groups, cfg.seed, opts, nll_cache)
+        if isinstance(model, LatentVariableModel)
+        else {"skipped": NLL_SKIPPED}
     )
     result["pictures"] = write_pictures(model, groups, samples, run.path / opts.result_name, cfg.seed, opts, partners)
     result["seconds"] = time.perf_counter() - start
@@ -428,7 +436,8 @@ def summary_lines(result: dict) -> list[str]:
     subset = f", test subset of {result['test_size']} per group" if result.get("test_size") else ""
     flag = f" (REDUCED sample count{subset}: not comparable with full-protocol numbers)" if result["reduced"] else ""
     lines = [
-        f"{result['name']} [{result['mode']}], round {result['round']}/{result['rounds_planned']}, {result['num_samples']} generated images{flag}"
+        f"{result['name']} [{result['mode']}], round {result['round']}/{result['rounds_planned']}, "
+        f"{result['num_samples']} generated images{flag}"
     ]
     if "fid" in result:
         per = ", ".join(f"{k} {v['fid']:.2f}" for k, v in result["fid"]["per_group"].items())
@@ -443,13 +452,18 @@ def summary_lines(result: dict) -> list[str]:
     if coll:
         verdict = "COLLAPSED (" + "; ".join(coll["reasons"]) + ")" if coll["collapsed"] else "not collapsed"
         lines.append(
-            f"mode collapse: {verdict}; near-duplicates {coll['near_duplicates']['share']:.3f} of {coll['near_duplicates']['images']} (real {coll['near_duplicates'].get('real_share', float('nan')):.3f}), class coverage {coll['coverage']['coverage_entropy_normalised']:.3f}, {coll['coverage']['classes_covered']}/{coll['coverage']['classes']} classes"
+            f"mode collapse: {verdict}; near-duplicates {coll['near_duplicates']['share']:.3f} of "
+            f"{coll['near_duplicates']['images']} (real "
+            f"{coll['near_duplicates'].get('real_share', float('nan')):.3f}), class coverage "
+            f"{coll['coverage']['coverage_entropy_normalised']:.3f}, "
+            f"{coll['coverage']['classes_covered']}/{coll['coverage']['classes']} classes"
         )
     if "skipped" in result["nll"]:
         lines.append(f"NLL: skipped ({result['nll']['skipped']})")
         return lines
     n = result["nll"]["overall"]
     lines.append(
-        f"NLL: -ELBO {n['neg_elbo']['nats_per_dim']:.4f} nats/dim ({n['neg_elbo']['bits_per_dim']:.4f} bits/dim), IW K={n['iw']['k']} {n['iw']['nats_per_dim']:.4f} nats/dim"
+        f"NLL: -ELBO {n['neg_elbo']['nats_per_dim']:.4f} nats/dim ({n['neg_elbo']['bits_per_dim']:.4f} bits/dim), IW "
+        f"K={n['iw']['k']} {n['iw']['nats_per_dim']:.4f} nats/dim"
     )
     return lines

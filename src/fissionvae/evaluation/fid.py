@@ -221,7 +221,7 @@ class InceptionFeatures:
         self.model = model if model is not None else load_inception(path)
         self.model = self.model.to(self.device)
         if channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.batch_size, self.channels_last, self.bf16 = batch_size, channels_last, bf16
         self.progress = progress
         self.runtime, self.precision = "torch", "bf16" if bf16 else "fp32"
@@ -358,13 +358,13 @@ def array_sha256(images: ImageArray) -> str:
     """sha256 of an array's dtype, shape and bytes (C order)."""
     array = np.ascontiguousarray(torch.as_tensor(images).detach().cpu().numpy())
     digest = hashlib.sha256(f"{array.dtype.str}|{array.shape}|".encode())
-    digest.update(memoryview(array).cast("B"))
+    digest.update(array.data.cast("B"))
     return digest.hexdigest()
 
 
-def _save_npz_atomic(target: Path, **arrays: np.ndarray) -> None:
+def _save_npz_atomic(target: Path, **arrays: np.ndarray | np.generic) -> None:
     """Write arrays to ``target`` (.npz) atomically."""
-    atomic_write(target, lambda handle: np.savez(handle, **arrays))
+    atomic_write(target, lambda handle: np.savez(handle, **arrays))  # type: ignore[arg-type]
 
 
 class StatsCache:

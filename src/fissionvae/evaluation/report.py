@@ -8,6 +8,7 @@ Every cell says how many generated images (FID/IS/purity) or test images (NLL) i
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import shutil
@@ -20,7 +21,7 @@ from fissionvae.runs import RunDir, RunDirError
 from fissionvae.viz import save_figure
 
 # Table 3 (Mixed MNIST): model -> mode -> (FID, IS, NLL)
-PAPER_TABLE3 = {
+PAPER_TABLE3: dict[str, dict[str, tuple[float, float, float | None]]] = {
     "FedGAN (DCGAN)": {"federated": (118.52, 2.39, None), "centralized": (91.08, 3.18, None)},
     "FedVAE": {"federated": (117.03, 2.29, 0.23), "centralized": (40.59, 3.62, 0.18)},
     "FissionVAE+L": {"federated": (64.99, 2.83, 0.22), "centralized": (39.27, 3.03, 0.18)},
@@ -126,7 +127,8 @@ def cells(entry: RunEntry) -> dict[str, str]:
         return out
     nll = r["nll"]["overall"]
     out["NLL"] = (
-        f"{nll['neg_elbo']['nats_per_dim']:.3f} (paper {_fmt(paper[2] if paper else None)}; IW K={nll['iw']['k']} {nll['iw']['nats_per_dim']:.3f}; {nll['images']} test images)"
+        f"{nll['neg_elbo']['nats_per_dim']:.3f} (paper {_fmt(paper[2] if paper else None)}; IW K={nll['iw']['k']} "
+        f"{nll['iw']['nats_per_dim']:.3f}; {nll['images']} test images)"
     )
     return out
 
@@ -216,15 +218,35 @@ def _html_table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 NOTES = [
-    "FID: TF-ported FID Inception-v3 features, overall = union of every group's samples vs union of the test sets; per-group = group's samples vs its test set. Compare only numbers with the same n.",
-    "* IS here uses the tool's domain classifier (20 classes on Mixed MNIST), not the ImageNet Inception head the paper used: its scale differs from the paper's IS column.",
+    "FID: TF-ported FID Inception-v3 features, overall = union of every group's samples vs union of the test sets; "
+    "per-group = group's samples vs its test set. Compare only numbers with the same n.",
+    "* IS here uses the tool's domain classifier (20 classes on Mixed MNIST), not the ImageNet Inception head the "
+    "paper used: its scale differs from the paper's IS column.",
     "Purity: share of group g's samples that the domain classifier places in group g's classes.",
-    "NLL: negative ELBO in nats per dimension (pixel), which matches the size of the paper's NLL column; IW = importance-weighted bound with K samples.",
+    "NLL: negative ELBO in nats per dimension (pixel), which matches the size of the paper's NLL column; IW = "
+    "importance-weighted bound with K samples.",
 ]
 
 
+HTML_STYLE = (
+    "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:12px}"
+    "td,th{border:1px solid #bbb;padding:4px;vertical-align:top}"
+)
+
+
+def data_uri(path: Path) -> str:
+    """A PNG file as a ``data:`` URI, so that report.html is one self-contained file (mail it, attach it)."""
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _html_img(path: Path, alt: str, style: str = "") -> str:
+    css = f" style='{style}'" if style else ""
+    return f"<img alt='{html.escape(alt)}' src='{data_uri(path)}'{css}>"
+
+
 def make_report(run_dirs: list[str | Path], out: str | Path, title: str = "fissionvae comparison") -> Path:
-    """Write ``out/report.md`` and ``out/report.html`` (plus images) for the given evaluated runs."""
+    """Write ``out/report.md`` (with its images beside it) and ``out/report.html`` (one self-contained file,
+    images embedded) for the given evaluated runs."""
     entries = [RunEntry.load(p) for p in run_dirs]  # validates every run before anything is written
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -253,16 +275,15 @@ def make_report(run_dirs: list[str | Path], out: str | Path, title: str = "fissi
         "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in NOTES) + "</ul>",
         "<h2>Runs</h2>",
         _html_table(rheaders, rrows),
-        "<h2>Test loss per round</h2><img src='loss_curves.png'>",
+        "<h2>Test loss per round</h2>" + _html_img(out / "loss_curves.png", "loss curves"),
         "<h2>Generations</h2>",
     ]
     body += [
-        f"<h3>{html.escape(c)}</h3>" + "".join(f"<img src='{html.escape(f)}' style='margin:4px'>" for f in files)
+        f"<h3>{html.escape(c)}</h3>" + "".join(_html_img(out / f, Path(f).stem, "margin:4px") for f in files)
         for c, files in grids
     ]
-    style = "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #bbb;padding:4px;vertical-align:top}"
+    head = f"<meta charset='utf-8'><title>{html.escape(title)}</title><style>{HTML_STYLE}</style>"
     atomic_write_text(
-        out / "report.html",
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n",
+        out / "report.html", f"<!doctype html><html><head>{head}</head><body>{''.join(body)}</body></html>\n"
     )
     return out / "report.md"

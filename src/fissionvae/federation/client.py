@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from fissionvae.data.federated import ClientData
-from fissionvae.models.vae import FissionVAE
+from fissionvae.models.protocol import GenerativeModel, LocalOptimizer
 from fissionvae.privacy.record import dp_train
 from fissionvae.seeding import torch_generator
 
@@ -66,7 +66,7 @@ class ClientResult:
     optimizer_state: dict | None = None  # only with spec.keep_optimizer: stays with the client, never aggregated
 
 
-def load_owned(model: FissionVAE, weights: Mapping[str, Tensor], groups: list[int]) -> list[str]:
+def load_owned(model: GenerativeModel, weights: Mapping[str, Tensor], groups: list[int]) -> list[str]:
     """Load exactly the keys a client of ``groups`` owns; any missing or extra key is an error."""
     owned = model.owned_keys(groups)
     missing = sorted(set(owned) - set(weights))
@@ -78,7 +78,7 @@ def load_owned(model: FissionVAE, weights: Mapping[str, Tensor], groups: list[in
 
 
 def client_update(
-    model: FissionVAE,
+    model: GenerativeModel,
     weights: Mapping[str, Tensor],
     data: ClientData,
     spec: LocalTrainSpec,
@@ -146,7 +146,13 @@ def local_images(num_samples: int, spec: LocalTrainSpec) -> int:
     return passes * num_samples + rest * spec.batch_size
 
 
-def _train_epochs(model, optimizer, data: ClientData, spec: LocalTrainSpec, generator) -> tuple[dict[str, float], int]:
+def _train_epochs(
+    model: GenerativeModel,
+    optimizer: LocalOptimizer,
+    data: ClientData,
+    spec: LocalTrainSpec,
+    generator: torch.Generator,
+) -> tuple[dict[str, float], int]:
     """``model.local_step`` over :func:`minibatches`; returns summed per-image terms and the step count."""
     names: list[str] = []
     total: Tensor | None = None
@@ -157,4 +163,4 @@ def _train_epochs(model, optimizer, data: ClientData, spec: LocalTrainSpec, gene
         step_sums = torch.stack([v.detach() for v in terms.values()]).sum(1)  # one op for all terms
         total = step_sums if total is None else total + step_sums
         names = names or list(terms)
-    return ({n: float(v) for n, v in zip(names, total.tolist())} if total is not None else {}), steps
+    return ({n: float(v) for n, v in zip(names, total.tolist(), strict=True)} if total is not None else {}), steps

@@ -27,7 +27,8 @@ from fissionvae.federation.aggregation import AggregationRule
 from fissionvae.federation.client import LocalTrainSpec
 from fissionvae.federation.replies import Expected
 from fissionvae.federation.state import ServerState
-from fissionvae.models.vae import FissionVAE, build_model
+from fissionvae.models.protocol import GenerativeModel
+from fissionvae.models.vae import build_model
 from fissionvae.privacy.plan import PrivacyPlan
 
 
@@ -41,7 +42,7 @@ class Federation:
 
     cfg: RunConfig
     groups: list[GroupData]
-    model: FissionVAE
+    model: GenerativeModel
     client_groups: list[list[int]]
     clients: list[ClientData] = field(default_factory=list)
     client_sizes: list[int] = field(default_factory=list)

@@ -83,6 +83,20 @@ class TrainJob:
     image_shape: tuple[int, ...]
 
 
+def record_int(value: object) -> int:
+    """A record value that must be one integer (a ValueError otherwise: lists, text and bools are refused)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected an integer, got {type(value).__name__}")
+    return value
+
+
+def record_ints(value: object) -> list[int]:
+    """A record value that must be a list of integers."""
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list of integers, got {type(value).__name__}")
+    return [record_int(v) for v in value]
+
+
 def query_content(config_json: str, image_shape: tuple[int, ...]) -> RecordDict:
     return RecordDict({CONFIG: ConfigRecord({"run-config": config_json, "image-shape": [int(s) for s in image_shape]})})
 
@@ -113,17 +127,17 @@ def train_content(
 
 def parse_query(content: RecordDict) -> tuple[RunConfig, tuple[int, ...]]:
     config = content.config_records[CONFIG]
-    return config_from_json(str(config["run-config"])), tuple(int(s) for s in config["image-shape"])
+    return config_from_json(str(config["run-config"])), tuple(record_ints(config["image-shape"]))
 
 
 def parse_train(content: RecordDict) -> TrainJob:
     config = content.config_records[CONFIG]
     return TrainJob(
-        client_id=int(config["client-id"]),
+        client_id=record_int(config["client-id"]),
         weights=record_to_state(content.array_records[ARRAYS]),
         spec=spec_from_json(str(config["spec"])),
         cfg=config_from_json(str(config["run-config"])),
-        image_shape=tuple(int(s) for s in config["image-shape"]),
+        image_shape=tuple(record_ints(config["image-shape"])),
     )
 
 
@@ -131,10 +145,10 @@ def parse_train(content: RecordDict) -> TrainJob:
 
 
 def result_content(result: ClientResult) -> RecordDict:
-    metrics = MetricRecord(
-        {k: (int(v) if isinstance(v, int) else float(v)) for k, v in result.metrics.items()}
-        | {NUM_EXAMPLES: int(result.num_samples)}
-    )
+    values: dict[str, int | float | list[int] | list[float]] = {
+        k: (int(v) if isinstance(v, int) else float(v)) for k, v in result.metrics.items()
+    }
+    metrics = MetricRecord(values | {NUM_EXAMPLES: int(result.num_samples)})
     meta = ConfigRecord(
         {
             "client-id": int(result.client_id),
@@ -146,15 +160,15 @@ def result_content(result: ClientResult) -> RecordDict:
 
 
 def identity_content(client_id: int, node_config: Mapping) -> RecordDict:
-    info = {"client-id": int(client_id)} | {
-        f"node-{k}": v for k, v in node_config.items() if isinstance(v, (str, int, float, bool))
-    }
+    info: dict[str, int | float | str | bytes | bool | list[int] | list[float] | list[str] | list[bytes] | list[bool]]
+    info = {"client-id": int(client_id)}
+    info.update({f"node-{k}": v for k, v in node_config.items() if isinstance(v, (str, int, float, bool))})
     return RecordDict({IDENTITY: ConfigRecord(info)})
 
 
 def parse_identity(content: RecordDict) -> tuple[int, dict]:
     record = content.config_records[IDENTITY]
-    return int(record["client-id"]), {k[len("node-") :]: v for k, v in record.items() if k.startswith("node-")}
+    return record_int(record["client-id"]), {k[len("node-") :]: v for k, v in record.items() if k.startswith("node-")}
 
 
 def parse_result(content: RecordDict, expected_client: int) -> ClientResult | Rejected:

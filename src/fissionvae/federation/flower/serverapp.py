@@ -62,8 +62,8 @@ class ServerSettings:
         )
         if not s.run_dir:
             raise ValueError(
-                "run config 'run-dir' is empty: start runs with `fissionvae train --engine flower|flower-sim`, or "
-                "pass --run-config 'run-dir=\"...\"' to flwr run"
+                "run config 'run-dir' is empty: start runs with `fissionvae train --engine flower|flower-sim`, "
+                "or pass --run-config 'run-dir=\"...\"' to flwr run"
             )
         if s.round_timeout <= 0 or s.poll_interval <= 0 or s.node_wait < 0 or s.max_rounds < 0:
             raise ValueError(f"invalid Flower run config: {s}")

@@ -58,7 +58,7 @@ def exchange(
     if not pairs:
         return [], {}
     ids = list(grid.push_messages([m for _, m in pairs]))
-    client_of = {mid: cid for (cid, _), mid in zip(pairs, ids) if mid}
+    client_of = {mid: cid for (cid, _), mid in zip(pairs, ids, strict=True) if mid}
     pending = set(client_of)
     replies: list[Message] = []
     deadline = time.monotonic() + timeout
@@ -164,7 +164,7 @@ class NodeDirectory:
         ttl = max(self.query_timeout, 60.0)
         msgs = [Message(self._query, nid, MessageType.QUERY, ttl=ttl) for nid in node_ids]
         now = time.monotonic()
-        for nid, mid in zip(node_ids, self.grid.push_messages(msgs)):
+        for nid, mid in zip(node_ids, self.grid.push_messages(msgs), strict=True):
             self.asked.add(nid)
             if mid:
                 self.pending[mid] = (nid, now)
@@ -346,7 +346,7 @@ class GroupFedAvg(FedAvg):
         for r in outcome.rejected:
             log(WARNING, "client %s: reply rejected: %s", r.client_id, r.reason)
         self.weights = outcome.weights
-        metrics = {
+        metrics: dict[str, int | float | list[int] | list[float]] = {
             "clients": len(outcome.results),
             "participants": len(outcome.participants),
             "rejected": len(outcome.rejected),

@@ -132,6 +132,11 @@ def _add_report(sub) -> None:
     p.add_argument("runs", type=Path, nargs="+")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--title", default="fissionvae comparison")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        help="data folder for the mean-image floor row (default: the runs' data.dir, $FISSIONVAE_DATA_DIR, the cache)",
+    )
     p.set_defaults(func=cmd_report)
 
 
@@ -254,7 +259,7 @@ def cmd_evaluate(args) -> int:
 def cmd_report(args) -> int:
     from fissionvae.evaluation.report import make_report
 
-    print(f"wrote {make_report(args.runs, args.out, args.title)}")
+    print(f"wrote {make_report(args.runs, args.out, args.title, args.data_dir)}")
     return 0
 
 

@@ -156,7 +156,8 @@ def _add_fission(studies: argparse._SubParsersAction) -> None:
     f.add_argument(
         "--max-runs",
         type=int,
-        help="train (or continue) at most this many unfinished runs in this call, then evaluate what is finished and write the page",
+        help="train (or continue) at most this many unfinished runs in this call (0: none), then evaluate what is "
+        "finished and write the page",
     )
     f.add_argument(
         "--max-rounds-per-run",
@@ -201,7 +202,9 @@ def _add_fission(studies: argparse._SubParsersAction) -> None:
 
 def cmd_fission(args: argparse.Namespace) -> int:
     """Run (or plan) the FissionVAE study and print the page's path."""
-    for name in ("max_runs", "max_rounds_per_run", "num_samples", "iw_samples", "test_size", "jobs"):
+    if args.max_runs is not None and args.max_runs < 0:
+        raise ValueError(f"--max-runs: must be >= 0 (0: train nothing), got {args.max_runs}")
+    for name in ("max_rounds_per_run", "num_samples", "iw_samples", "test_size", "jobs"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')}: must be >= 1, got {value}")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -27,8 +27,16 @@ from tqdm.auto import tqdm
 from fissionvae.config import RunConfig
 from fissionvae.evaluation.evaluate import EvalOptions, evaluate_run
 from fissionvae.runs import RunDir
-from fissionvae.studies.common import ensure_evaluated, ensure_trained, eval_matches, matching_runs, read_status
-from fissionvae.studies.fission_ledger import Ledger, numbers
+from fissionvae.studies.common import (
+    config_digest,
+    ensure_evaluated,
+    ensure_trained,
+    eval_matches,
+    matching_runs,
+    read_status,
+)
+from fissionvae.evaluation.floor_eval import floor_entry
+from fissionvae.studies.fission_ledger import Ledger, Outcome, numbers
 from fissionvae.studies.fission_options import (
     PAPER_EVAL_IMAGES,
     Scale,
@@ -38,27 +46,18 @@ from fissionvae.studies.fission_options import (
     planned_sample_passes,
     resolve_config,
 )
+from fissionvae.studies.fission_page import write_page
 from fissionvae.studies.fission_plan import EvalSpec, Plan, make_plan
+from fissionvae.studies.fission_tables import baseline_entries
 from fissionvae.studies.schedule import Job, run_jobs
 
 FID_IMAGES_PER_CPU_SECOND = 6.0  # FID Inception on one core of the 2-core dev machine (docs/benchmarks.md)
 GRID_IMAGES = 25  # generations per cell and group kept in the ledger (5 x 5)
 
 
-@dataclass
-class Outcome:
-    """What the study has for one evaluation cell: the run (maybe unfinished or absent) and its ledger entry."""
-
-    spec: EvalSpec
-    cfg: RunConfig
-    run: RunDir | None = None
-    status: dict | None = None
-    entry: dict | None = None  # the ledger entry; None while pending
-    scale: Scale = field(default_factory=Scale)  # where the result came from (the study's or the fallback scale)
-
-    @property
-    def done(self) -> bool:
-        return self.entry is not None
+def cell_key(ev: EvalSpec, scale: Scale) -> str:
+    """The ledger key of a cell at a scale: ``<scale label>/<config>/<mode>[/seed<n>]/<result name>``."""
+    return f"{scale.label}/{ev.key}"
 
 
 def _finished(status: dict | None) -> bool:
@@ -167,7 +166,8 @@ class Study:
         """The cell as the ledger and the run folder have it now."""
         cfg = self.cfgs[ev.run]
         run, status = existing_run(cfg, self.opts.runs_dir)
-        return Outcome(ev, cfg, run, status, self.ledger.cell(ev.key, cfg, self.eopts(ev)), self.opts.scale)
+        entry = self.ledger.cell(cell_key(ev, self.opts.scale), cfg, self.eopts(ev))
+        return Outcome(ev, cfg, run, status, entry, self.opts.scale)
 
     def record_run(self, cfg: RunConfig, run: RunDir) -> bool:
         status = read_status(run)
@@ -178,7 +178,8 @@ class Study:
 
     def record_eval(self, ev: EvalSpec, done: dict) -> None:
         cfg = self.cfgs[ev.run]
-        self.ledger.record_cell(ev.key, cfg, self.eopts(ev), done["result"], done["run"], done["grids"])
+        key = cell_key(ev, self.opts.scale)
+        self.ledger.record_cell(key, cfg, self.eopts(ev), done["result"], done["run"], done["grids"])
         self.ledger.save()
 
     def jobs(self) -> list[Job]:
@@ -206,7 +207,7 @@ class Study:
                 if not opts.evaluate:
                     self.record_existing(ev)
                     continue
-                stem = ev.key.replace("/", "_")
+                stem = cell_key(ev, opts.scale).replace("/", "_")
                 jobs.append(Job(f"eval {ev.key}", 1, EvalJob(cfg, opts.runs_dir, eopts, self.grids_dir, stem), after))
         return jobs
 
@@ -215,7 +216,7 @@ class Study:
         o = self.outcome(ev)
         result = lookup_result(o.run, o.status, self.eopts(ev))
         if result is not None and o.run is not None:
-            self.ledger.record_cell(ev.key, o.cfg, self.eopts(ev), result, str(o.run.path), {})
+            self.ledger.record_cell(cell_key(ev, self.opts.scale), o.cfg, self.eopts(ev), result, str(o.run.path), {})
             self.ledger.save()
 
     def on_done(self, job: Job, done: dict, bar: tqdm, write_page) -> bool:
@@ -230,16 +231,12 @@ class Study:
 
     def record_baselines(self) -> None:
         """--baseline folders' evaluations go into the ledger (the ledger keeps those whose folders are gone)."""
-        from fissionvae.studies.fission_tables import baseline_entries
-
         if self.opts.baselines:
             self.ledger.baselines.update(baseline_entries(self.opts.baselines))
             self.ledger.save()
 
     def ensure_floor(self) -> None:
         """The mean-image floor's numbers for this study's protocol, in the ledger (computed once)."""
-        from fissionvae.studies.fission_floor import floor_entry
-
         spec = self.plan.runs[0]
         cfg, eopts = self.cfgs[spec], self.eopts(EvalSpec(spec))
         identity = {
@@ -256,12 +253,15 @@ class Study:
 
     def outcomes(self) -> dict[EvalSpec, Outcome]:
         outcomes = {ev: self.outcome(ev) for ev in self.plan.evals}
-        fill_from_fallback(outcomes, self.opts)
+        fill_from_fallback(outcomes, self.opts, self.ledger)
         return outcomes
 
 
-def fill_from_fallback(outcomes: dict[EvalSpec, Outcome], opts: StudyOptions) -> None:
-    """Cells still pending take the finished, evaluated result of ``opts.fallback_scale`` if there is one."""
+def fill_from_fallback(outcomes: dict[EvalSpec, Outcome], opts: StudyOptions, ledger: Ledger) -> None:
+    """Cells still pending take the result of ``opts.fallback_scale``: from the ledger, else an evaluated run folder.
+
+    A ledger entry of that scale counts whatever its evaluation protocol (the cell is labelled with its scale).
+    """
     scale = opts.fallback_scale
     if scale is None or scale == opts.scale:
         return
@@ -269,6 +269,10 @@ def fill_from_fallback(outcomes: dict[EvalSpec, Outcome], opts: StudyOptions) ->
         if o.done:
             continue
         cfg = resolve_config(ev.run, scale, opts.configs_dir, opts.overrides, opts.device)
+        entry = ledger.cells.get(cell_key(ev, scale))
+        if entry is not None and entry["config_sha256"] == config_digest(cfg):
+            outcomes[ev] = Outcome(ev, cfg, None, ledger.runs.get(cfg.name), entry, scale)
+            continue
         run, status = existing_run(cfg, opts.runs_dir)
         eopts = dataclasses.replace(eval_options(ev, opts, scale), fid_bootstrap=0)
         result = lookup_result(run, status, eopts)
@@ -284,8 +288,6 @@ def run_fission_study(opts: StudyOptions) -> Path:
     ``opts.max_rounds_per_run`` bound the training of this call; the page then marks the cells
     still pending, and rerunning the same command continues where the last call stopped.
     """
-    from fissionvae.studies.fission_page import write_page
-
     start = time.perf_counter()
     study = Study(opts)
     jobs = study.jobs()

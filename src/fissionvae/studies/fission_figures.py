@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fissionvae.studies.fission import Outcome
-from fissionvae.studies.fission_ledger import Ledger
+from fissionvae.studies.fission_ledger import Ledger, Outcome
 from fissionvae.studies.fission_plan import EvalSpec, TableSpec
 from fissionvae.viz import load_grey, save_figure, save_mosaic
 

@@ -34,7 +34,10 @@ from pathlib import Path
 from fissionvae.config import RunConfig
 from fissionvae.evaluation.evaluate import EvalOptions
 from fissionvae.io import atomic_write_json
+from fissionvae.runs import RunDir
 from fissionvae.studies.common import EVAL_KEYS, config_digest
+from fissionvae.studies.fission_options import Scale
+from fissionvae.studies.fission_plan import EvalSpec
 
 LEDGER_FORMAT = 2
 IDENTITY_KEYS = ("num_samples", *EVAL_KEYS)
@@ -42,6 +45,22 @@ IDENTITY_KEYS = ("num_samples", *EVAL_KEYS)
 
 class LedgerError(ValueError):
     """A ledger file that is not one this code wrote."""
+
+
+@dataclass
+class Outcome:
+    """What the study has for one evaluation cell: the run (maybe unfinished or absent) and its ledger entry."""
+
+    spec: EvalSpec
+    cfg: RunConfig
+    run: RunDir | None = None
+    status: dict | None = None
+    entry: dict | None = None  # the ledger entry; None while pending
+    scale: Scale = field(default_factory=Scale)  # where the result came from (the study's or the fallback scale)
+
+    @property
+    def done(self) -> bool:
+        return self.entry is not None
 
 
 def cpu_model() -> str:

@@ -19,10 +19,9 @@ import time
 from pathlib import Path
 
 from fissionvae.io import atomic_write_text
-from fissionvae.studies.fission import Outcome
 from fissionvae.studies.fission_claims import Noise, check_claims
 from fissionvae.studies.fission_figures import generation_figure, loss_figure, short
-from fissionvae.studies.fission_ledger import Ledger
+from fissionvae.studies.fission_ledger import Ledger, Outcome
 from fissionvae.studies.fission_notes import notes
 from fissionvae.studies.fission_options import PAGE, Scale, StudyOptions
 from fissionvae.studies.fission_plan import EvalSpec, Plan, TableSpec

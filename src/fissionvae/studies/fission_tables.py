@@ -1,7 +1,7 @@
 """The tables of the FissionVAE study's page, laid out like the paper's, from the ledger's entries.
 
 Every number cell reads **ours (paper)**; each row says the scale its cells were measured at;
-every table ends with the mean-image floor (:mod:`fissionvae.studies.fission_floor`), so a reader
+every table ends with the mean-image floor (:mod:`fissionvae.evaluation.floor_eval`), so a reader
 sees at once whether a model learned anything. Table 6 also gets its NLL in every unit (nats/dim,
 nats/image, bits/dim) beside the paper's number, whose unit the paper does not state, and a
 column that says where the paper's own numbers are doubtful (computed, not written by hand).
@@ -13,9 +13,8 @@ import json
 import math
 from pathlib import Path
 
-from fissionvae.studies.fission import Outcome
 from fissionvae.studies.fission_figures import short
-from fissionvae.studies.fission_ledger import Ledger
+from fissionvae.studies.fission_ledger import Ledger, Outcome
 from fissionvae.studies.fission_options import StudyOptions
 from fissionvae.studies.fission_plan import PAPER_FEDGAN, EvalSpec, TableSpec
 from fissionvae.studies.page_render import Block
@@ -110,7 +109,7 @@ def table_blocks(t: TableSpec, cells: Cells, floor: dict | None) -> list[Block]:
             [r.label] + [c for m in t.columns for c in cells.triple(r.evals[m], r.paper[m])] + [scales(r)]
             for r in t.rows
         ]
-        rows = baseline_rows(cells.baselines) + rows + [[FLOOR_LABEL, *floor_cells(floor) * 2, "-"]]
+        rows = baseline_rows(cells.baselines) + rows + [[FLOOR_LABEL, *floor_cells(floor) * len(t.columns), "-"]]
     elif t.key == "6":
         headers = ["FashionMNIST branch"] + [f"{p} {q}" for p in PARTS for q in ("FID", "IS*", "NLL")]
         headers += ["scale", "paper doubtful?"]

@@ -1,4 +1,4 @@
-"""The floor row of every table of the study: the mean-image model (:mod:`fissionvae.evaluation.floor`).
+"""The floor row of every results table: the mean-image model (:mod:`fissionvae.evaluation.floor`), evaluated.
 
 Fitted per group on that group's training images, scored on the test images the evaluations use
 (the full test sets, or the seeded ``--test-size`` subsets). Its NLL per group is exact (no
@@ -8,7 +8,8 @@ Its FID: the Bernoulli floor's every sample is its mean image, so its generated 
 point per group (covariance zero), with as many copies as an evaluation generates. Only the one
 image per group goes through the Inception network. FID compares means and covariances, so it
 scores a model that always draws the same image, not a model that knows nothing; the row shows
-how far the samples are from the test sets with no diversity at all.
+how far the samples are from the test sets with no diversity at all. RGB models (Gaussian or DLML
+likelihoods) get the per-pixel Gaussian floor: its NLL only, since its samples are pixel noise.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def floor_entry(cfg: RunConfig, data_dir: str | None, eopts: EvalOptions) -> dic
         subset = [f"data.groups.{i}.test_size={eopts.test_size}" for i in range(len(cfg.data.groups))]
         cfg = load_config(raw=cfg.to_dict(), overrides=subset)
     groups = load_groups(cfg, data_dir)
-    floors = [FloorModel.fit(g.train_images) for g in groups]
+    kind = "bernoulli" if cfg.model.likelihood == "bernoulli" else "gaussian"
+    floors = [FloorModel.fit(g.train_images, kind) for g in groups]
     dims = math.prod(groups[0].test_images.shape[1:])
     nll = {}
     for g, floor in zip(groups, floors, strict=True):
@@ -38,8 +40,8 @@ def floor_entry(cfg: RunConfig, data_dir: str | None, eopts: EvalOptions) -> dic
         nll[g.name] = {"nats_per_image": per_image, "nats_per_dim": per_image / dims, "images": len(g.test_images)}
     images = sum(v["images"] for v in nll.values())
     overall = sum(v["nats_per_dim"] * v["images"] for v in nll.values()) / images
-    out = {"nll": nll, "nll_overall_nats_per_dim": overall, "test_size": eopts.test_size, "fid": None}
-    if eopts.fid:
+    out = {"kind": kind, "nll": nll, "nll_overall_nats_per_dim": overall, "test_size": eopts.test_size, "fid": None}
+    if eopts.fid and kind == "bernoulli":  # a Gaussian floor's samples are noise: its FID says nothing
         out["fid"] = floor_fid(groups, floors, eopts)
     return out
 

@@ -20,7 +20,7 @@ from fissionvae.runs import RunDir, RunDirError
 from fissionvae.viz import save_figure
 
 # Table 3 (Mixed MNIST): model -> mode -> (FID, IS, NLL)
-PAPER_TABLE3 = {
+PAPER_TABLE3: dict[str, dict[str, tuple[float, float, float | None]]] = {
     "FedGAN (DCGAN)": {"federated": (118.52, 2.39, None), "centralized": (91.08, 3.18, None)},
     "FedVAE": {"federated": (117.03, 2.29, 0.23), "centralized": (40.59, 3.62, 0.18)},
     "FissionVAE+L": {"federated": (64.99, 2.83, 0.22), "centralized": (39.27, 3.03, 0.18)},

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from fissionvae.config import RunConfig
 from fissionvae.evaluation.evaluate import EvalOptions, evaluate_run
+from fissionvae.evaluation.floor_eval import floor_entry
 from fissionvae.runs import RunDir
 from fissionvae.studies.common import (
     config_digest,
@@ -35,7 +36,6 @@ from fissionvae.studies.common import (
     matching_runs,
     read_status,
 )
-from fissionvae.evaluation.floor_eval import floor_entry
 from fissionvae.studies.fission_ledger import Ledger, Outcome, numbers
 from fissionvae.studies.fission_options import (
     PAPER_EVAL_IMAGES,
@@ -61,7 +61,7 @@ def cell_key(ev: EvalSpec, scale: Scale) -> str:
 
 
 def _finished(status: dict | None) -> bool:
-    return bool(status) and status.get("state") == "finished"
+    return status is not None and status.get("state") == "finished"
 
 
 def existing_run(cfg: RunConfig, runs_dir: Path) -> tuple[RunDir | None, dict | None]:
@@ -113,10 +113,11 @@ class EvalJob:
 def execute(job: TrainJob | EvalJob) -> dict:
     """Train a run or evaluate a cell (module level: it runs in the scheduler's worker processes)."""
     if isinstance(job, TrainJob):
-        run = ensure_trained(job.cfg, job.runs_dir, job.data_dir, job.progress, max_rounds=job.max_rounds)
-        return {"run": str(run.path)}
+        trained = ensure_trained(job.cfg, job.runs_dir, job.data_dir, job.progress, max_rounds=job.max_rounds)
+        return {"run": str(trained.path)}
     run, _ = existing_run(job.cfg, job.runs_dir)
-    assert run is not None
+    if run is None:
+        raise FileNotFoundError(f"{job.runs_dir}: no run folder of {job.cfg.name} to evaluate")
     result = ensure_evaluated(run, job.eopts)
     if not complete(result, job.eopts):
         result = evaluate_run(run.path, job.eopts)

@@ -139,14 +139,14 @@ class Noise:
             if v:
                 self.seed[k] = max(v)
 
-    def measured(self, entry: dict, metric: str) -> Measured:
-        """The cell's number as lower-is-better, with its half-width."""
+    def measured(self, entry: dict, metric: str, prior_swap: bool = False) -> Measured:
+        """The cell's number as lower-is-better, with its half-width (``prior_swap``: the cell is a swap)."""
         n = entry["numbers"]
         if metric == "purity":
             return Measured(-purity_of(n), max(purity_noise(n), self.seed["purity"]))
         interval = entry.get("fid_interval")
         sampling = half_width(tuple(interval)) if interval else math.inf
-        if n.get("prior_swap") and not entry.get("same_noise_as_unswapped"):
+        if prior_swap and not entry.get("same_noise_as_unswapped"):
             sampling = math.inf  # an evaluation made before the swap drew the unswapped noise: not comparable
         return Measured(n["fid"], max(sampling, self.seed["fid"]))
 
@@ -177,18 +177,21 @@ def check_claims(plan: Plan, cell_of: Callable[[Cell], EvalSpec | None], noise: 
     for c in CLAIMS:
         if c.table not in tables:
             continue
-        paper_pairs, ours, verdicts, noises = [], [], [], []
+        paper_pairs: list[tuple[float, float]] = []
+        ours: list[tuple[float, float]] = []
+        verdicts: list[str] = []
+        noises: list[float] = []
         pending = False
         for better, worse in c.pairs:
             specs = cell_of(better), cell_of(worse)
             paper = [paper_fid(plan, cell) for cell in (better, worse)]
-            if c.metric == "fid" and None not in paper:
+            if c.metric == "fid" and paper[0] is not None and paper[1] is not None:
                 paper_pairs.append((paper[0], paper[1]))
             entries = [None if s is None else noise.entry_of(s) for s in specs]
             if None in entries or any(c.metric == "fid" and e["numbers"]["fid"] is None for e in entries if e):
                 pending = True
                 continue
-            a, b = (noise.measured(e, c.metric) for e in entries if e is not None)
+            a, b = (noise.measured(e, c.metric, s.prior_swap) for e, s in zip(entries, specs, strict=True) if e and s)
             ours.append((a.value, b.value))
             noises.append(math.hypot(a.half_width, b.half_width))
             verdicts.append(ordering_verdict(a, b))

@@ -206,7 +206,7 @@ def eval_options(ev: EvalSpec, opts: StudyOptions, scale: Scale | None = None) -
         data_dir=None if opts.data_dir is None else str(opts.data_dir),
         progress=opts.progress,
         fid_bootstrap=opts.fid_bootstrap if opts.fid else 0,
-        **({} if opts.device is None else {"device": opts.device}),
+        device="cpu" if opts.device is None else opts.device,
     )
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
+from typing import Any
 
 from fissionvae.io import atomic_write_text
 from fissionvae.studies.fission_claims import Noise, check_claims
@@ -63,7 +64,8 @@ def completion(t: TableSpec, outcomes: dict[EvalSpec, Outcome], opts: StudyOptio
 
 def runs_rows(plan: Plan, outcomes: dict[EvalSpec, Outcome], ledger: Ledger) -> tuple[list[list[str]], dict]:
     """One row per run (from the ledger, or its folder while it trains) and the totals, rates included."""
-    rows, totals = [], {"train_seconds": 0.0, "eval_seconds": 0.0, "passes": 0, "planned_passes": 0.0}
+    rows: list[list[str]] = []
+    totals: dict[str, Any] = {"train_seconds": 0.0, "eval_seconds": 0.0, "passes": 0, "planned_passes": 0.0}
     rates: dict[str, list[float]] = {"federated": [], "centralized": []}
     for spec in plan.runs:
         evs = [o for o in outcomes.values() if o.spec.run == spec and o.scale == outcomes[o.spec].scale]
@@ -187,7 +189,7 @@ def write_page(
             [[r[k] for k in ("claim", "paper", "ours", "size", "noise", "verdict")] for r in claim_rows],
         ),
     ]
-    figures = {}
+    figures: dict[str, str] = {}
     for t in plan.tables:
         section = table_blocks(t, cells, ledger.floor)
         if scale.reduced:  # every table heading says it, not only the page's title

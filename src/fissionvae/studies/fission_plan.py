@@ -13,6 +13,7 @@ federated, trained again with seed :data:`NOISE_SEED`); the verdicts on the page
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from fissionvae.evaluation.report import PAPER_TABLE3, PAPER_TABLE5
 
@@ -65,7 +66,10 @@ PAPER_TABLE7 = {
     None: ("z2 ~ N(0, I) -> p(z1|z2) -> p(x|z1) (default)", (53.68, 2.94)),
 }
 # Table 3's FedGAN (DCGAN) row: (FID, IS, NLL) per mode; shown beside --baseline runs named *gan*
-PAPER_FEDGAN = {"federated": (118.52, 2.39, None), "centralized": (91.08, 3.18, None)}
+PAPER_FEDGAN: dict[str, tuple[float, float, float | None]] = {
+    "federated": (118.52, 2.39, None),
+    "centralized": (91.08, 3.18, None),
+}
 
 
 # --------------------------------------------------------------------------- plan
@@ -110,7 +114,7 @@ class Row:
 
     label: str
     evals: dict[str, EvalSpec]
-    paper: dict[str, tuple] = field(default_factory=dict)
+    paper: dict[str, Any] = field(default_factory=dict)  # (FID, IS, NLL); Table 6: part -> (FID, IS, NLL)
 
 
 @dataclass

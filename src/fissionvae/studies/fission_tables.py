@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 from fissionvae.studies.fission_figures import short
 from fissionvae.studies.fission_ledger import Ledger, Outcome
@@ -204,7 +205,7 @@ def baseline_rows(baselines: dict[str, dict]) -> list[list[str]]:
     return rows
 
 
-def _baseline_label(folder: Path, result: dict) -> tuple[str, dict]:
+def _baseline_label(folder: Path, result: dict) -> tuple[str, dict[str, Any]]:
     """A baseline's Table 3 name and the paper's numbers: from its run config when it loads, else its eval.json."""
     from fissionvae.config import ConfigError
     from fissionvae.evaluation.report import PAPER_TABLE3, model_family, model_label

@@ -58,7 +58,9 @@ def run_jobs(
     keys = [j.key for j in jobs]
     if len(set(keys)) != len(keys):
         raise ValueError("job keys must be unique")
-    waiting, done, dropped, ran = list(jobs), set(), set(), []
+    waiting, ran = list(jobs), []
+    done: set[str] = set()
+    dropped: set[str] = set()
     running: dict[Future, Job] = {}
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=cores, mp_context=context) as pool:

@@ -192,14 +192,19 @@ def model_of(run: RunDir, state: ServerState, device: str = "cpu") -> FissionVAE
 # --------------------------------------------------------------------------- metrics
 
 
-def real_stats(group: GroupData, extractor):
-    """Inception statistics of a group's test images, cached by content + extractor identity."""
+def real_stats(group: GroupData, extractor, cached_only: bool = False):
+    """Inception statistics of a group's test images, cached by content + extractor identity.
+
+    ``cached_only``: None when they are not cached yet, instead of computing them.
+    """
     from fissionvae.evaluation.fid import StatsCache, feature_stats
 
     stats_cache = StatsCache()
     real_images = to_uint8(group.test_images)
     key = stats_cache.key(real_images, extractor.identity)
     r = stats_cache.load(f"{group.dataset}-test", key)
+    if r is None and cached_only:
+        return None
     if r is None:
         feats = cached_features(
             real_images, extractor, stats_cache.cache_dir / "features", key, desc=f"{group.name} test"

@@ -46,8 +46,13 @@ def floor_entry(cfg: RunConfig, data_dir: str | None, eopts: EvalOptions) -> dic
     return out
 
 
-def floor_fid(groups: list, floors: list[FloorModel], eopts: EvalOptions) -> dict:
-    """FID of the floor's samples (each group's mean image, repeated), overall and per group."""
+def floor_fid(groups: list, floors: list[FloorModel], eopts: EvalOptions) -> dict | None:
+    """FID of the floor's samples (each group's mean image, repeated), overall and per group.
+
+    None when the test sets' Inception statistics are not cached yet: the floor never costs a pass
+    of the test sets through the Inception network by itself (an evaluation of the same test
+    images caches them, and the next call fills the floor's FID in).
+    """
     from fissionvae.evaluation.evaluate import _extractor
     from fissionvae.evaluation.fid import FeatureStats, fid_from_stats
 
@@ -56,9 +61,11 @@ def floor_fid(groups: list, floors: list[FloorModel], eopts: EvalOptions) -> dic
     counts = split_counts(eopts.num_samples or sum(sizes), sizes)
     real, fake, per_group = [], [], {}
     for g, floor, n in zip(groups, floors, counts, strict=True):
+        r = real_stats(g, extractor, cached_only=True)
+        if r is None:
+            return None
         feats = extractor(to_uint8(floor.mean.to(torch.float32).unsqueeze(0))).astype(np.float64)[0]
         f = FeatureStats(feats, np.zeros((feats.size, feats.size)), n)
-        r = real_stats(g, extractor)
         real.append(r)
         fake.append(f)
         per_group[g.name] = fid_from_stats(r, f)

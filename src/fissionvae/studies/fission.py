@@ -246,7 +246,8 @@ class Study:
             "num_samples": eopts.num_samples,
             "fid": eopts.fid,
         }
-        if self.ledger.floor is not None and self.ledger.floor.get("identity") == identity:
+        floor = self.ledger.floor
+        if floor is not None and floor.get("identity") == identity and (floor.get("fid") or not eopts.fid):
             return
         data_dir = None if self.opts.data_dir is None else str(self.opts.data_dir)
         self.ledger.floor = {"identity": identity, **floor_entry(cfg, data_dir, eopts)}

@@ -61,7 +61,9 @@ def notes(opts: StudyOptions, noise: Noise) -> list[Block]:
                 "Table 6 gives ours in nats/dim, nats/image and bits/dim.",
                 "Floor row: the mean-image model (each pixel Bernoulli with the group's mean training intensity; "
                 "`fissionvae.evaluation.floor`). Its NLL is exact on the same test images; its FID scores its only "
-                "sample, the mean image, repeated as many times as an evaluation generates (IS is meaningless for it).",
+                "sample, the mean image, repeated as many times as an evaluation generates (IS is meaningless for it); "
+                "`-` until the test images' Inception statistics are cached by an evaluation on this machine (the "
+                "floor never runs the test sets through Inception by itself).",
                 "Table 5's '+L+D identical' row is FissionVAE+D (identical priors = no +L), the same run as Table 3's; "
                 "'+H+L+D learnable' is Table 3's +H+L+D and Table 6's homogeneous row; Table 7 and Figure 10 evaluate "
                 "the '+H+L+D wave' run of Table 5 with other pathways.",

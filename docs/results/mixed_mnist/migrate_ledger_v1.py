@@ -23,6 +23,8 @@ from fissionvae.studies.fission_plan import make_plan
 
 HERE = Path(__file__).resolve().parent
 PAGE = HERE.parent / "mixed_mnist.md"
+# a row of the earlier page's runs table: folder-digest8 | tables | state done/planned | passes / expected | wall |
+RUN_ROW = re.compile(r"\| `(.+?)-([0-9a-f]{8})` \| [\d,]+ \| (\w+) (\d+)/(\d+) \| ([\d,]+) / ([\d,]+) \| ([\d.]+) \|")
 
 
 def main() -> None:
@@ -58,7 +60,7 @@ def main() -> None:
         }
     runs = {}
     for line in PAGE.read_text().splitlines():
-        m = re.match(r"\| `(.+?)-([0-9a-f]{8})` \| [\d,]+ \| (\w+) (\d+)/(\d+) \| ([\d,]+) / ([\d,]+) \| ([\d.]+) \|", line)
+        m = RUN_ROW.match(line)
         if not m:
             continue
         name, digest8, state, done, planned, passes, expected, _ = m.groups()

@@ -192,7 +192,7 @@ def model_of(run: RunDir, state: ServerState, device: str = "cpu") -> FissionVAE
 # --------------------------------------------------------------------------- metrics
 
 
-def real_stats(group: GroupData, extractor, cached_only: bool = False):
+def reference_stats(group: GroupData, extractor, cached_only: bool = False):
     """Inception statistics of a group's test images, cached by content + extractor identity.
 
     ``cached_only``: None when they are not cached yet, instead of computing them.
@@ -220,7 +220,7 @@ def fid_metrics(samples: list[Tensor], groups: list[GroupData], extractor, cache
 
     real, fake, per_group, generated = [], [], {}, []
     for gi, g in enumerate(groups):
-        r = real_stats(g, extractor)
+        r = reference_stats(g, extractor)
         feats = cached_features(
             samples[gi],
             extractor,

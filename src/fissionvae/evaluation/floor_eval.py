@@ -21,7 +21,7 @@ import torch
 
 from fissionvae.config import RunConfig, load_config
 from fissionvae.data.federated import load_groups
-from fissionvae.evaluation.evaluate import EvalOptions, pooled_stats, real_stats, split_counts, to_uint8
+from fissionvae.evaluation.evaluate import EvalOptions, pooled_stats, reference_stats, split_counts, to_uint8
 from fissionvae.evaluation.floor import FloorModel
 
 
@@ -61,7 +61,7 @@ def floor_fid(groups: list, floors: list[FloorModel], eopts: EvalOptions) -> dic
     counts = split_counts(eopts.num_samples or sum(sizes), sizes)
     real, fake, per_group = [], [], {}
     for g, floor, n in zip(groups, floors, counts, strict=True):
-        r = real_stats(g, extractor, cached_only=True)
+        r = reference_stats(g, extractor, cached_only=True)
         if r is None:
             return None
         feats = extractor(to_uint8(floor.mean.to(torch.float32).unsqueeze(0))).astype(np.float64)[0]

@@ -172,6 +172,18 @@ def test_report_from_two_runs(runs, isolated_cache, tmp_path):
     assert "loss_curves.png" not in html and "images/" not in html
     assert (tmp_path / "report" / "loss_curves.png").stat().st_size > 1000
     assert len(list((tmp_path / "report" / "images").glob("*.png"))) == 4
+    floor = next(line for line in md.splitlines() if line.startswith("| mean-image floor (no learning)"))
+    assert "(its mean image, repeated; n=120)" in floor and "(exact; mnist 0." in floor
+    assert "STALE: older" not in md and "WARNING" not in md
+    # an evaluation of other weights than the checkpoint holds is flagged, not shown as current
+    path = runs["federated"].path / "eval.json"
+    saved = path.read_text()
+    path.write_text(json.dumps(json.loads(saved) | {"weights_sha256": "0" * 64, "round": 1}))
+    try:
+        md = make_report([r.path for r in runs.values()], tmp_path / "report-stale").read_text()
+    finally:
+        path.write_text(saved)
+    assert "STALE: older than the checkpoint" in md and "WARNING:" in md and "eval.json is of round 1" in md
     unevaluated = RunDir.create(tmp_path, runs["federated"].load_config(), "noeval")
     with pytest.raises(RunDirError, match="not evaluated yet"):
         make_report([unevaluated.path], tmp_path / "r2")
@@ -183,3 +195,12 @@ def test_paper_lookup(tmp_path):
     assert paper_numbers(
         tiny_config(tmp_path, mode="centralized", model={"prior": "identical", "decoder_branches": False})
     ) == (40.59, 3.62, 0.18)
+    # Table 3's +H+L+D row is the learnable prior: a centralised +H+L+D wave has no paper number
+    hld = {"hierarchical": True, "decoder_branches": True}
+    assert paper_numbers(tiny_config(tmp_path, mode="centralized", model=hld | {"prior": "wave"})) is None
+    assert paper_numbers(tiny_config(tmp_path, mode="centralized", model=hld | {"prior": "learnable"})) == (
+        28.82,
+        3.16,
+        0.24,
+    )
+    assert paper_numbers(tiny_config(tmp_path, model=hld | {"prior": "wave"})) == (53.68, 2.94, None)

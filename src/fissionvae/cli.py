@@ -151,6 +151,11 @@ def _add_report(sub) -> None:
         help="folder for report.md (with its images) and report.html (one self-contained file)",
     )
     p.add_argument("--title", default="fissionvae comparison", help="the report's title")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        help="data folder for the mean-image floor row (default: the runs' data.dir, $FISSIONVAE_DATA_DIR, the cache)",
+    )
     p.set_defaults(func=cmd_report)
 
 
@@ -288,7 +293,7 @@ def cmd_evaluate(args) -> int:
 def cmd_report(args) -> int:
     from fissionvae.evaluation.report import make_report
 
-    print(f"wrote {make_report(args.runs, args.out, args.title)}")
+    print(f"wrote {make_report(args.runs, args.out, args.title, args.data_dir)}")
     return 0
 
 

@@ -50,6 +50,77 @@ def save_grid(images: Tensor, path: str | Path, nrow: int | None = None, scale: 
     return atomic_write_bytes(path, buf.getvalue())
 
 
+GREY_LEVELS = 32  # results pages keep 32 grey levels: about half the PNG size, no visible change
+
+
+def _png_bytes(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def quantise_grey(grid: np.ndarray, levels: int = GREY_LEVELS) -> np.ndarray:
+    """A uint8 greyscale array reduced to ``levels`` grey levels (a divisor of 256)."""
+    step = 256 // levels
+    return (grid // step * step).astype(np.uint8)
+
+
+def save_grey_grid(images: Tensor, path: str | Path, nrow: int | None = None, levels: int = GREY_LEVELS) -> Path:
+    """A greyscale image grid as a small PNG (``levels`` grey levels), written atomically."""
+    return atomic_write_bytes(path, _png_bytes(Image.fromarray(quantise_grey(image_grid(images, nrow), levels))))
+
+
+def load_grey(path: str | Path) -> np.ndarray:
+    """A PNG as a uint8 greyscale array (a clear error naming the file when it is not an image)."""
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("L"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: not a readable PNG ({e})") from None
+
+
+def _font(size: int = 12):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def save_mosaic(
+    row_labels: list[str], col_labels: list[str], grids: list[list[np.ndarray | None]], path: str | Path
+) -> Path:
+    """Greyscale grids (uint8 arrays) in a labelled table (rows x columns) as one PNG; None cells say 'pending'."""
+    import textwrap
+
+    from PIL import ImageDraw
+
+    present = [a for row in grids for a in row if a is not None]
+    ch = max((a.shape[0] for a in present), default=60)
+    cw = max((a.shape[1] for a in present), default=60)
+    font, pad, line = _font(), 6, 14
+    wrapped = [textwrap.wrap(label, 24) or [""] for label in row_labels]
+    draw = ImageDraw.Draw(Image.new("L", (1, 1)))
+    label_w = 10 + int(max((draw.textlength(x, font=font) for w in wrapped for x in w), default=40))
+    head = line * max(len(textwrap.wrap(c, max(8, cw // 7))) for c in col_labels) + pad
+    img = Image.new("L", (label_w + len(col_labels) * (cw + pad), head + len(row_labels) * (ch + pad)), 255)
+    draw = ImageDraw.Draw(img)
+    for j, c in enumerate(col_labels):
+        for k, text in enumerate(textwrap.wrap(c, max(8, cw // 7))):
+            draw.text((label_w + j * (cw + pad), k * line), text, fill=0, font=font)
+    for i, (lines, row) in enumerate(zip(wrapped, grids, strict=True)):
+        y = head + i * (ch + pad)
+        for k, text in enumerate(lines):
+            draw.text((2, y + k * line), text, fill=0, font=font)
+        for j, a in enumerate(row):
+            if a is not None:
+                img.paste(Image.fromarray(a), (label_w + j * (cw + pad), y))
+            else:
+                draw.text((label_w + j * (cw + pad) + 4, y + ch // 2), "pending", fill=128, font=font)
+    return atomic_write_bytes(path, _png_bytes(img))
+
+
 def save_figure(fig, path: str | Path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from fissionvae.artifacts import generation_grid
 from fissionvae.data.federated import GroupData, load_groups
 from fissionvae.evaluation.collapse import collapse_report, pool_coverage
-from fissionvae.evaluation.fid import FeatureExtractor
+from fissionvae.evaluation.fid import FeatureExtractor, FeatureStats
 from fissionvae.evaluation.nll import nll_report, pooled
 from fissionvae.evaluation.runtimes import RUNTIME_CHOICES, feature_extractor
 from fissionvae.evaluation.shares import split_counts
@@ -85,6 +85,9 @@ class EvalOptions:
     # data.groups.*.test_size, so 2,000 gives the subsets of configs/mixed_mnist/quick.yaml);
     # a reduced protocol, flagged as such
     test_size: int | None = None
+    # bootstrap resamples of the generated images' Inception features for a 95% interval of the
+    # overall FID (0: none); computed from the features the evaluation already has
+    fid_bootstrap: int = 0
 
 
 # --------------------------------------------------------------------------- helpers
@@ -115,8 +118,12 @@ def generate(
     batch: int = 1000,
     prior_group: int | None = None,
 ) -> Tensor:
-    """``n`` uint8 samples of ``group`` from the evaluation's own stream (deterministic)."""
-    g = torch_generator(seed, "sample", 1000 + group, 0 if prior_group is None else 1 + prior_group)
+    """``n`` uint8 samples of ``group`` from the evaluation's own stream (deterministic).
+
+    The stream does not depend on ``prior_group``: a prior-swapped evaluation draws the same noise
+    as the unswapped one, so Figure 10's two conditions differ only in the prior.
+    """
+    g = torch_generator(seed, "sample", 1000 + group, 0)
     parts = [model.sample(group, min(batch, n - i), g, pathway, prior_group).cpu() for i in range(0, n, batch)]
     return to_uint8(torch.cat(parts)) if parts else torch.zeros(0, *model.image_shape, dtype=torch.uint8)
 
@@ -192,38 +199,51 @@ def model_of(run: RunDir, state: ServerState, device: str = "cpu") -> Generative
 # --------------------------------------------------------------------------- metrics
 
 
+def reference_stats(group: GroupData, extractor: FeatureExtractor, cached_only: bool = False) -> FeatureStats | None:
+    """Inception statistics of a group's test images, cached by content + extractor identity.
+
+    ``cached_only``: None when they are not cached yet, instead of computing them.
+    """
+    from fissionvae.evaluation.fid import StatsCache, feature_stats
+
+    stats_cache = StatsCache()
+    real_images = to_uint8(group.test_images)
+    key = stats_cache.key(real_images, extractor.identity)
+    r = stats_cache.load(f"{group.dataset}-test", key)
+    if r is None and cached_only:
+        return None
+    if r is None:
+        feats = cached_features(
+            real_images, extractor, stats_cache.cache_dir / "features", key, desc=f"{group.name} test"
+        )
+        r = feature_stats(feats)
+        stats_cache.save(f"{group.dataset}-test", key, r)
+    return r
+
+
 def fid_metrics(
     samples: list[Tensor], groups: list[GroupData], extractor: FeatureExtractor, cache: Path, opts: EvalOptions
 ) -> dict:
     """Overall and per-group FID, with the real statistics cached by content + extractor."""
-    from fissionvae.evaluation.fid import StatsCache, feature_stats, fid_from_stats
+    from fissionvae.evaluation.fid import feature_stats, fid_from_stats
 
-    stats_cache = StatsCache()
-    real, fake, per_group = [], [], {}
+    real, fake, per_group, generated = [], [], {}, []
     for gi, g in enumerate(groups):
-        real_images = to_uint8(g.test_images)
-        key = stats_cache.key(real_images, extractor.identity)
-        r = stats_cache.load(f"{g.dataset}-test", key)
-        if r is None:
-            feats = cached_features(
-                real_images, extractor, stats_cache.cache_dir / "features", key, desc=f"{g.name} test"
-            )
-            r = feature_stats(feats)
-            stats_cache.save(f"{g.dataset}-test", key, r)
-        f = feature_stats(
-            cached_features(
-                samples[gi],
-                extractor,
-                cache / "features",
-                hashlib.sha256(f"{cache.name}|{gi}|{extractor.identity}".encode()).hexdigest(),
-                desc=f"{g.name} samples",
-            )
+        r = reference_stats(g, extractor)
+        feats = cached_features(
+            samples[gi],
+            extractor,
+            cache / "features",
+            hashlib.sha256(f"{cache.name}|{gi}|{extractor.identity}".encode()).hexdigest(),
+            desc=f"{g.name} samples",
         )
+        generated.append(feats)
+        f = feature_stats(feats)
         real.append(r)
         fake.append(f)
         per_group[g.name] = {"fid": fid_from_stats(r, f), "generated": f.n, "real": r.n}
     overall = fid_from_stats(pooled_stats(real), pooled_stats(fake))
-    return {
+    out = {
         "overall": overall,
         "generated": sum(f.n for f in fake),
         "real": sum(r.n for r in real),
@@ -234,6 +254,13 @@ def fid_metrics(
         # bf16 features move FID by about 1: such a number must not be set beside the paper's
         "paper_comparable": extractor.precision == "fp32",
     }
+    if opts.fid_bootstrap > 0:
+        from fissionvae.evaluation.noise import bootstrap_fid
+
+        # resampled over the union of the groups' samples, the reference (both test sets) fixed
+        lo, hi = bootstrap_fid(np.concatenate(generated), pooled_stats(real), reps=opts.fid_bootstrap, seed=0)
+        out["bootstrap"] = {"interval": [lo, hi], "reps": opts.fid_bootstrap, "level": 0.95, "seed": 0}
+    return out
 
 
 def classifier_metrics(samples: list[Tensor], groups: list[GroupData], opts: EvalOptions) -> dict:
@@ -375,7 +402,7 @@ def evaluate_run(run_dir: str | Path, opts: EvalOptions | None = None) -> dict:
     total = opts.num_samples or sum(sizes)
     counts = split_counts(total, sizes)
     digest = weights_digest(state.weights)
-    swap = "|swap" if opts.prior_swap else ""
+    swap = "|swap-same-noise" if opts.prior_swap else ""  # before: "|swap", drawn with other noise
     subset = "" if opts.test_size is None else f"|test{opts.test_size}"  # NLL depends on the test images
     tag = hashlib.sha256(f"{digest}|{counts}|{opts.pathway}{swap}{subset}|{EVAL_FORMAT}".encode()).hexdigest()[:16]
     cache = run.path / "eval" / "cache" / tag
@@ -398,6 +425,7 @@ def evaluate_run(run_dir: str | Path, opts: EvalOptions | None = None) -> dict:
         "weights_sha256": digest,
         "pathway": opts.pathway or model.default_pathway(),
         "prior_swap": opts.prior_swap,
+        "same_noise_as_unswapped": True,  # generate() draws the swap's noise from the unswapped stream
         "prior_of_group": {
             g: cfg.group_names[p] for g, p in zip(cfg.group_names, partners, strict=True) if p is not None
         },

@@ -13,14 +13,9 @@ from pathlib import Path
 
 from fissionvae import cli_options as opts
 from fissionvae.studies.dugdale import PRESETS, run_dugdale_study
-from fissionvae.studies.fission import (
-    DATASETS,
-    Scale,
-    StudyOptions,
-    describe_plan,
-    parse_tables,
-    run_fission_study,
-)
+from fissionvae.studies.fission import describe_plan, run_fission_study
+from fissionvae.studies.fission_options import DATASETS, Scale, StudyOptions
+from fissionvae.studies.fission_plan import parse_tables
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -104,7 +99,10 @@ def _add_fission(studies: argparse._SubParsersAction) -> None:
         default="mixed_mnist",
         help="only mixed_mnist (MNIST + FashionMNIST as two client groups)",
     )
-    f.add_argument("--tables", help="comma-separated subset of 3,5,6,7,10 (10 = Figure 10; default: all)")
+    f.add_argument(
+        "--tables",
+        help="comma-separated subset of 3,5,6,7,10,noise (10 = Figure 10; noise = the second-seed runs; default: all)",
+    )
     size = f.add_mutually_exclusive_group()
     size.add_argument(
         "--preset",
@@ -144,8 +142,8 @@ def _add_fission(studies: argparse._SubParsersAction) -> None:
     f.add_argument(
         "--max-runs",
         type=int,
-        help="train (or continue) at most this many unfinished runs in this call, then evaluate what is finished "
-        "and write the page",
+        help="train (or continue) at most this many unfinished runs in this call (0: none), then evaluate what is "
+        "finished and write the page",
     )
     f.add_argument(
         "--max-rounds-per-run",
@@ -172,6 +170,19 @@ def _add_fission(studies: argparse._SubParsersAction) -> None:
         action="store_true",
         help="print the runs, their state and the training time left at 5,000 samples/s; train nothing",
     )
+    f.add_argument(
+        "--jobs",
+        type=int,
+        default=2,
+        help="cores to keep busy: centralised runs and evaluations (one core each) run this many side by side "
+        "(default 2; 1 = one after another, same numbers)",
+    )
+    f.add_argument(
+        "--fid-bootstrap",
+        type=int,
+        default=50,
+        help="bootstrap resamples of each evaluation's generated features for its FID interval (0: none; default 50)",
+    )
     opts.add_no_progress(f)
     f.set_defaults(func=cmd_fission)
 
@@ -195,7 +206,9 @@ def _deprecated(old: str, new: str) -> None:
 
 def cmd_fission(args: argparse.Namespace) -> int:
     """Run (or plan) the FissionVAE study and print the page's path."""
-    for name in ("max_runs", "max_rounds_per_run", "num_samples", "iw_samples", "test_size"):
+    if args.max_runs is not None and args.max_runs < 0:
+        raise ValueError(f"--max-runs: must be >= 0 (0: train nothing), got {args.max_runs}")
+    for name in ("max_rounds_per_run", "num_samples", "iw_samples", "test_size", "jobs"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')}: must be >= 1, got {value}")
@@ -218,7 +231,11 @@ def cmd_fission(args: argparse.Namespace) -> int:
         baselines=tuple(args.baselines),
         fallback_scale=None if args.fallback_scale is None else Scale.parse(args.fallback_scale),
         progress=not args.no_progress,
+        jobs=args.jobs,
+        fid_bootstrap=args.fid_bootstrap,
     )
+    if args.fid_bootstrap < 0 or args.fid_bootstrap == 1:
+        raise ValueError(f"--fid-bootstrap: 0 (none) or at least 2 resamples, got {args.fid_bootstrap}")
     if args.plan:
         print(describe_plan(opts))
         return 0

@@ -49,6 +49,7 @@ from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -252,7 +253,10 @@ def build_charm(
     force: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Build the given CHARM groups (names of :data:`CHARM_GROUPS`) under ``out``; returns the summary written to charm.json."""
+    """Build the given CHARM groups (names of :data:`CHARM_GROUPS`) under ``out``.
+
+    Returns the summary written to charm.json.
+    """
     unknown = sorted(set(sources) - set(CHARM_GROUPS))
     if unknown:
         raise CharmError(f"unknown CHARM group(s) {unknown}; the groups are {list(CHARM_GROUPS)}")
@@ -265,7 +269,7 @@ def build_charm(
             raise CharmError(f"--{name}: source folder {sources[name]} does not exist or is not a folder")
         if (out / name).exists() and any((out / name).iterdir()) and not force:
             raise CharmError(f"{out / name} exists and is not empty; remove it or pass --force")
-    summary = {
+    summary: dict[str, Any] = {
         "seed": seed,
         "train_per_group": n_train,
         "test_per_group": n_test,

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from fissionvae.config import GroupConfig, RunConfig, check_client_counts, check_subset_sizes
 from fissionvae.data import standin
-from fissionvae.data.folders import FolderError, load_image_folder
+from fissionvae.data.folders import FolderError, FolderImages, load_image_folder
 from fissionvae.data.sources import load_split
 from fissionvae.seeding import numpy_rng
 
@@ -115,8 +115,11 @@ def _folder_splits(g: GroupConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     """uint8 images and int64 labels of a folder group's train and test sets (labels share classes)."""
     f = g.folder
     assert f is not None  # validate() guarantees it
-    opts = dict(size=f.size, resample=f.resample, strict=f.strict, labels=f.labels)
-    train = load_image_folder(f.train, **opts)
+
+    def load(root: str) -> FolderImages:
+        return load_image_folder(root, size=f.size, resample=f.resample, strict=f.strict, labels=f.labels)
+
+    train = load(f.train)
     if f.test is None:
         n = len(train.files)
         n_test = max(1, round(f.test_fraction * n))
@@ -127,7 +130,7 @@ def _folder_splits(g: GroupConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
         perm = numpy_rng(HOLDOUT_SEED, "subset", 1_000_003).permutation(n)
         te_idx, tr_idx = np.sort(perm[:n_test]), np.sort(perm[n_test:])
         return train.images[tr_idx], train.labels[tr_idx], train.images[te_idx], train.labels[te_idx]
-    test = load_image_folder(f.test, **opts)
+    test = load(f.test)
     classes = sorted(set(train.classes) | set(test.classes))
     remap = lambda fi: np.array([classes.index(c) for c in fi.classes], dtype=np.int64)[fi.labels]  # noqa: E731
     return train.images, remap(train), test.images, remap(test)

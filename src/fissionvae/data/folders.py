@@ -105,8 +105,8 @@ def to_rgb(im: Image.Image) -> Image.Image:
 def decode_image(source: str | Path | bytes, size: int, resample: str = "bicubic") -> np.ndarray:
     """One image file (path or bytes) -> uint8 (3, size, size): upright, RGB, centre square, resized."""
     fh = io.BytesIO(source) if isinstance(source, bytes) else source
-    with Image.open(fh) as im:
-        im = to_rgb(ImageOps.exif_transpose(im))
+    with Image.open(fh) as opened:
+        im: Image.Image = to_rgb(ImageOps.exif_transpose(opened))
         w, h = im.size
         s = min(w, h)
         left, top = (w - s) // 2, (h - s) // 2

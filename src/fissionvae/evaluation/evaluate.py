@@ -230,6 +230,7 @@ def fid_metrics(
     real, fake, per_group, generated = [], [], {}, []
     for gi, g in enumerate(groups):
         r = reference_stats(g, extractor)
+        assert r is not None  # computed when not cached (cached_only is False)
         feats = cached_features(
             samples[gi],
             extractor,

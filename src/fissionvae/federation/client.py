@@ -112,6 +112,8 @@ def client_update(
         sums, steps = _train_epochs(model, optimizer, data, spec, generator)
         seen = local_images(data.num_samples, spec)
     else:
+        # DP models (validated: the VAEs) use one torch optimiser, which Opacus wraps
+        assert isinstance(optimizer, torch.optim.Optimizer), "record-level DP needs a torch optimiser"
         sums, steps, seen = dp_train(model, optimizer, data, spec, generator)
     seconds = time.perf_counter() - start
     metrics = {name: total / max(seen, 1) for name, total in sums.items()}

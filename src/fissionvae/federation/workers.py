@@ -26,8 +26,9 @@ in a persistent pool of processes instead of one after another in the server pro
   server as :class:`WorkerError`; a worker that dies is detected from its process sentinel.
   :meth:`WorkerPool.close` (also on ``with`` exit; ``train`` calls it in ``finally``) stops
   every worker: idle ones are asked to exit, busy ones are terminated, stragglers killed, all
-  reaped (and multiprocessing's resource tracker, if the pool started it). Workers ignore SIGINT (Ctrl-C reaches the server, which closes the pool) and exit
-  when the server's end of their pipe closes, so none outlives the server.
+  reaped (and multiprocessing's resource tracker, if the pool started it). Workers ignore SIGINT
+  (Ctrl-C reaches the server, which closes the pool) and exit when the server's end of their pipe
+  closes, so none outlives the server.
 
 :func:`resolve_workers` turns ``federation.workers`` into a process count; 0 (the default,
 "auto") uses the pool only where it pays for its start-up (see there).
@@ -35,6 +36,7 @@ in a persistent pool of processes instead of one after another in the server pro
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import math
 import multiprocessing as mp
@@ -242,7 +244,7 @@ class WorkerPool:
                 sentinels = {w.process.sentinel: w for w in busy.values()}
                 done: dict[int, _Worker] = {}  # a worker's pipe and sentinel may both be ready
                 for r in wait([*busy, *sentinels]):
-                    w = busy.get(r) or sentinels[r]
+                    w = busy.get(r) or sentinels[r]  # type: ignore[call-overload]
                     done[w.index] = w
                 for w in done.values():
                     message = self._receive(w)  # a dead worker raises here
@@ -270,10 +272,8 @@ class WorkerPool:
         self._closed = True
         for w in self._workers:
             if w.client is None and w.process.is_alive():
-                try:
+                with contextlib.suppress(OSError):
                     w.conn.send_bytes(_dumps(None))
-                except OSError:
-                    pass
             else:
                 w.process.terminate()
         deadline = time.monotonic() + timeout
@@ -285,10 +285,9 @@ class WorkerPool:
             w.conn.close()
             w.process.close()
         if self._own_tracker:
-            try:
-                resource_tracker._resource_tracker._stop()
-            except Exception:  # pragma: no cover - private API; the tracker exits with the interpreter anyway
-                pass
+            # private API; the tracker exits with the interpreter anyway
+            with contextlib.suppress(Exception):
+                resource_tracker._resource_tracker._stop()  # type: ignore[attr-defined]
 
     def __enter__(self) -> WorkerPool:
         return self
@@ -350,7 +349,7 @@ def _worker_main(conn: Connection, cfg: RunConfig, clients: list[ClientData], im
         try:
             model.load_state_dict(fixed, strict=False)
             result = client_update(model, weights, by_id[cid], spec, optimizer_state)
-            reply = ("ok", cid, result, time.process_time() - cpu)
+            reply: tuple = ("ok", cid, result, time.process_time() - cpu)
         except Exception:
             reply = ("error", cid, traceback.format_exc(), None)
         try:

@@ -71,7 +71,7 @@ def wait_for_superlink(
         if proc is not None and not proc.running():
             raise FlowerRunError(f"{proc.name} exited with code {proc.popen.returncode}:\n{proc.log_tail()}")
         try:
-            with urllib.request.urlopen(f"{scheme}://{address}/health", timeout=2, context=context) as res:  # noqa: S310 (our own URL)
+            with urllib.request.urlopen(f"{scheme}://{address}/health", timeout=2, context=context) as res:
                 if res.status == 200:
                     return
         except (OSError, ValueError):

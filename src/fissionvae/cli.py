@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from fissionvae import __version__
+from fissionvae.audit import cli as audit_cli
 from fissionvae.config import ConfigError, load_config
 from fissionvae.federation.flower import FLOWER_ENGINES
 from fissionvae.federation.flower import cli as flower_cli
@@ -288,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_config,
         _add_study,
         flower_cli.register,
+        audit_cli.register,
     ):
         add(sub)
     return parser

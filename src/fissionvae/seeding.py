@@ -20,6 +20,7 @@ STREAMS = {
     "eval": 5,
     "sample": 6,
     "prior": 7,
+    "audit": 8,
 }
 
 

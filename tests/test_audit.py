@@ -119,7 +119,7 @@ def test_audit_flags_a_model_overfitted_to_10_images(overfit_run, shared_data_di
 
 def test_audit_in_inception_space(overfit_run, shared_data_dir, isolated_cache):
     opts = AuditOptions(
-        num_samples=40, max_train=20, cells=2, elbo_samples=1, progress=False, data_dir=str(shared_data_dir)
+        num_samples=20, max_train=10, cells=1, elbo_samples=1, progress=False, data_dir=str(shared_data_dir)
     )
     result = audit_run(overfit_run.path, dataclasses.replace(opts, inception_path=isolated_cache))
     inception = result["memorisation"]["mnist"]["inception"]

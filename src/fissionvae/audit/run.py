@@ -93,13 +93,13 @@ def audit_run(run_dir: str | Path, opts: AuditOptions | None = None) -> dict:
     features = _inception_features(opts, cache) if opts.inception else None  # a missing file fails before any write
     groups = load_groups(cfg, opts.data_dir)
     seed, names = cfg.seed, cfg.group_names
-    memorisation, pictures = {}, []
+    memorisation, pairs = {}, {}
     for gi, g in enumerate(tqdm(groups, desc="memorisation", unit="group", disable=not opts.progress)):
         train = to_uint8(subset(g.train_images, opts.max_train, seed, 5, gi))
         test = to_uint8(subset(g.test_images, opts.max_train, seed, 1, gi))
         samples = generate(model, gi, opts.num_samples, seed, opts.pathway)
         memorisation[g.name] = memorisation_report(samples, train, test, opts.cells, seed, features)
-        pictures.append(copy_grid(samples, train, out / f"closest_to_training_{g.name}.png").name)
+        pairs[g.name] = (samples, train)
     test_images = [g.test_images for g in groups]
     result = {
         "format": AUDIT_FORMAT,
@@ -131,9 +131,10 @@ def audit_run(run_dir: str | Path, opts: AuditOptions | None = None) -> dict:
             opts.elbo_samples,
             opts.progress,
         ),
-        "pictures": pictures,
-        "seconds": time.perf_counter() - start,
     }
+    # pictures last, once every number is computed: a failed audit leaves no pictures either
+    result["pictures"] = [copy_grid(*pairs[name], out / f"closest_to_training_{name}.png").name for name in names]
+    result["seconds"] = time.perf_counter() - start
     atomic_write_json(run.path / "audit.json", result)
     return result
 

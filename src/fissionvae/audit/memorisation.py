@@ -38,8 +38,9 @@ def _summary(d: np.ndarray) -> dict:
 def equal_sizes(n_train: int, n_test: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded index subsets of the training and test references with equal sizes (the smaller of the two)."""
     n = min(n_train, n_test)
-    pick = lambda total, key: np.sort(numpy_rng(seed, "audit", 9, key).permutation(total)[:n])  # noqa: E731
-    return pick(n_train, 0), pick(n_test, 1)
+    train_idx = np.sort(numpy_rng(seed, "audit", 9, 0).permutation(n_train)[:n])
+    test_idx = np.sort(numpy_rng(seed, "audit", 9, 1).permutation(n_test)[:n])
+    return train_idx, test_idx
 
 
 def space_report(train: np.ndarray, test: np.ndarray, generated: np.ndarray, cells: int, seed: int) -> dict:

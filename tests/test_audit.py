@@ -174,3 +174,19 @@ def test_fresh_model_gives_membership_auc_near_one_half(shared_data_dir):
     samples = generate(model, 0, 200, cfg.seed, None)
     report = memorisation_report(samples, to_uint8(groups[0].train_images), to_uint8(tests[0]), 3, cfg.seed, None)
     assert report["pixel"]["data_copying"]["c_t"] > 0  # noise far from every image: no copying
+
+
+def test_centralised_hierarchical_and_shared_decoder_models(shared_data_dir):
+    """A centralised run's one client holds every group; a shared decoder has no other branch to probe."""
+    cfg = tiny_config(shared_data_dir, mode="centralized", model={"hierarchical": True})
+    groups = load_groups(cfg)
+    model = build_model(cfg).eval()
+    tests = [g.test_images for g in groups]
+    mia = loss_threshold_attack(model, build_clients(cfg, groups), tests, cfg.group_names, cfg.seed, 50, 1)
+    assert set(mia["per_client"]) == {"0/mnist", "0/fashion"}
+    assert [mia["per_group"][g]["members"] for g in cfg.group_names] == [50, 50]
+    shared = tiny_config(shared_data_dir, model={"decoder_branches": False})
+    cross = cross_group_leakage(
+        build_model(shared), [g.train_images for g in groups], tests, shared.group_names, 3, 50, 1
+    )
+    assert "skipped" in cross and "pairs" not in cross

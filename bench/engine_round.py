@@ -65,7 +65,8 @@ import torch
 
 from fissionvae.config import load_config
 from fissionvae.data.federated import client_groups
-from fissionvae.federation.flower.launch import FlowerOptions, LocalDeployment, train_with_flower
+from fissionvae.federation.flower.deployment import LocalDeployment
+from fissionvae.federation.flower.launch import FlowerOptions, train_with_flower
 from fissionvae.federation.sampling import sample_participants
 from fissionvae.runs import RunDir
 
@@ -139,7 +140,10 @@ def summarise(name: str, run: RunDir, cfg, total: float) -> dict:
     }
 
 
-INPROCESS = "from fissionvae.runs import RunDir; from fissionvae.federation.engine import train; r = RunDir.open({path!r}); train(r.load_config(), r, progress=False)"
+INPROCESS = (
+    "from fissionvae.runs import RunDir; from fissionvae.federation.engine import train; "
+    "r = RunDir.open({path!r}); train(r.load_config(), r, progress=False)"
+)
 
 
 class CpuMeter(threading.Thread):
@@ -230,7 +234,7 @@ def run_engine(
                 cfg,
                 run,
                 "flower",
-                deployment.address,
+                deployment.control_address,
                 options=FlowerOptions(
                     echo=False, node_wait=0 if len(deployment.clients) < len(client_groups(cfg)) else 300
                 ),
@@ -303,7 +307,8 @@ def main() -> int:
     chosen = sample_participants(cfg.seed, 0, len(client_groups(cfg)), cfg.federation.participation)
     print(
         f"config {args.config.name}: seed {cfg.seed}, {len(chosen)} of {len(client_groups(cfg))} clients in round 1, "
-        f"{cfg.data.groups[0].train_size or 60000} training images per group, {cfg.train.local_epochs} epochs, batch {cfg.train.batch_size}",
+        f"{cfg.data.groups[0].train_size or 60000} training images per group, {cfg.train.local_epochs} epochs, batch "
+        f"{cfg.train.batch_size}",
         flush=True,
     )
     tmp = tempfile.TemporaryDirectory(prefix="engine_round-") if args.workdir is None else None
@@ -322,7 +327,8 @@ def main() -> int:
                         cfg, root / "deployment", data_dir=args.data_dir, clients=None if args.all_nodes else chosen
                     ).start()
                     print(
-                        f"loopback deployment: SuperLink + {len(deployment.nodes)} SuperNodes started in {time.perf_counter() - t:.1f} s",
+                        f"loopback deployment: SuperLink + {len(deployment.nodes)} SuperNodes started in "
+                        f"{time.perf_counter() - t:.1f} s",
                         flush=True,
                     )
                 if name == "flower-latency" and latency_deployment is None:
@@ -369,7 +375,8 @@ def main() -> int:
     }
     print()
     print(
-        "| engine | round wall (s), median [range] | samples/s, median | clients' training (s, sum / max), median | command total (s), median | command CPU (s), median | samples per CPU-s |"
+        "| engine | round wall (s), median [range] | samples/s, median | clients' training (s, sum / max), median | "
+        "command total (s), median | command CPU (s), median | samples per CPU-s |"
     )
     print("|---|---|---|---|---|---|---|")
     for name in engines:
@@ -381,10 +388,13 @@ def main() -> int:
 
         rng = f" [{min(walls):.1f}-{max(walls):.1f}]" if len(rows) > 1 else ""
         print(
-            f"| {name} | {statistics.median(walls):.1f}{rng} | {med('samples_per_s'):,.0f} | {med('client_train_seconds_sum'):.1f} / {med('client_train_seconds_max'):.1f} | {med('total_seconds'):.1f} | {med('cpu_seconds'):.1f} | {med('samples_per_cpu_s'):,.0f} |"
+            f"| {name} | {statistics.median(walls):.1f}{rng} | {med('samples_per_s'):,.0f} | "
+            f"{med('client_train_seconds_sum'):.1f} / {med('client_train_seconds_max'):.1f} | "
+            f"{med('total_seconds'):.1f} | {med('cpu_seconds'):.1f} | {med('samples_per_cpu_s'):,.0f} |"
         )
     print(
-        f"\nweights bit-identical across {', '.join(names)}: {identical}; load average before {out['machine']['loadavg_before']}, after {out['machine']['loadavg_after']}"
+        f"\nweights bit-identical across {', '.join(names)}: {identical}; "
+        f"load average before {out['machine']['loadavg_before']}, after {out['machine']['loadavg_after']}"
     )
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n")

@@ -670,13 +670,16 @@ def main() -> int:
         },
     }
     print(
-        "\n| engine | round wall (s) | samples/s (measured) | work CPU (s) | samples per CPU-s | idle-core round (s) | samples/s on idle cores | command total (s) | command CPU (s) |"
+        "\n| engine | round wall (s) | samples/s (measured) | work CPU (s) | samples per CPU-s | idle-core round (s) "
+        "| samples/s on idle cores | command total (s) | command CPU (s) |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for n in engines:
         print(
-            f"| {n} | {med(n, 'round_seconds'):.1f} | {med(n, 'samples_per_s'):,.0f} | {med(n, 'work_cpu_seconds'):.1f} | {med(n, 'samples_per_work_cpu_s'):,.0f} | "
-            f"{med(n, 'idle_round_seconds'):.1f} | {med(n, 'idle_samples_per_s'):,.0f} | {med(n, 'command_seconds'):.1f} | {med(n, 'cpu_seconds'):.1f} |"
+            f"| {n} | {med(n, 'round_seconds'):.1f} | {med(n, 'samples_per_s'):,.0f} | "
+            f"{med(n, 'work_cpu_seconds'):.1f} | {med(n, 'samples_per_work_cpu_s'):,.0f} | "
+            f"{med(n, 'idle_round_seconds'):.1f} | {med(n, 'idle_samples_per_s'):,.0f} | "
+            f"{med(n, 'command_seconds'):.1f} | {med(n, 'cpu_seconds'):.1f} |"
         )
     print(f"\nratios: {json.dumps(ratios)}")
     print(f"weights bit-identical across {', '.join(names)}: {identical}")

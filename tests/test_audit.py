@@ -20,7 +20,7 @@ from fissionvae.cli import main
 from fissionvae.config import ModelConfig
 from fissionvae.data.federated import build_clients, load_groups
 from fissionvae.evaluation.evaluate import generate, to_uint8
-from fissionvae.models.vae import build_model
+from fissionvae.models.vae import FissionVAE, build_model
 
 # --------------------------------------------------------------------------- statistics by hand
 
@@ -186,7 +186,7 @@ def test_centralised_hierarchical_and_shared_decoder_models(shared_data_dir):
     assert set(mia["per_client"]) == {"0/mnist", "0/fashion"}
     assert [mia["per_group"][g]["members"] for g in cfg.group_names] == [50, 50]
     shared = tiny_config(shared_data_dir, model={"decoder_branches": False})
-    cross = cross_group_leakage(
-        build_model(shared), [g.train_images for g in groups], tests, shared.group_names, 3, 50, 1
-    )
+    shared_model = build_model(shared)
+    assert isinstance(shared_model, FissionVAE)
+    cross = cross_group_leakage(shared_model, [g.train_images for g in groups], tests, shared.group_names, 3, 50, 1)
     assert "skipped" in cross and "pairs" not in cross

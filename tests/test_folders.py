@@ -73,7 +73,7 @@ def test_loader_converts_crops_resizes_and_names_skipped_files(tmp_path):
     )
     assert got.classes == ("", "cats", "dogs", "dogs/deep") and got.labels.tolist() == [1, 1, 3, 2, 2, 0]
     assert [s[0] for s in got.skipped] == ["cats/broken.jpg", "notes.txt"]
-    img = dict(zip(got.files, got.images))
+    img = dict(zip(got.files, got.images, strict=True))
     assert (img["cats/wide.png"].transpose(1, 2, 0) == RED).all()  # centre square only
     assert (img["dogs/grey.png"] == 100).all()  # grey repeated to 3 channels
     assert (img["dogs/transparent.png"] == 255).all()  # alpha composited over white
@@ -218,11 +218,17 @@ def test_charm_builder_counts_layouts_and_disjoint_seeded_splits(tmp_path):
                 workers=workers,
                 progress=False,
             )
-    images = lambda out: json.loads((tmp_path / out / "eurosat" / "manifest.json").read_text())["images"]  # noqa: E731
+
+    def images(out):
+        return json.loads((tmp_path / out / "eurosat" / "manifest.json").read_text())["images"]
+
     assert images("a") == images("b") == images("d") and images("a") != images("c")  # decoding processes change nothing
-    png = lambda out: sorted(
-        (p.relative_to(tmp_path / out), p.read_bytes()) for p in (tmp_path / out / "eurosat").rglob("*.png")
-    )  # noqa: E731
+
+    def png(out):
+        return sorted(
+            (p.relative_to(tmp_path / out), p.read_bytes()) for p in (tmp_path / out / "eurosat").rglob("*.png")
+        )
+
     assert png("b") == png("d")
 
 

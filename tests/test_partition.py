@@ -12,7 +12,7 @@ def test_iid_partition_disjoint_complete_even_and_seeded():
     assert sorted(flat.tolist()) == list(range(1003))  # complete and disjoint
     assert {len(s) for s in shards} == {100, 101}
     again = iid_partition(1003, 10, seed=5)
-    assert all(np.array_equal(a, b) for a, b in zip(shards, again))
+    assert all(np.array_equal(a, b) for a, b in zip(shards, again, strict=True))
     assert not np.array_equal(shards[0], iid_partition(1003, 10, seed=6)[0])
     assert not np.array_equal(shards[0], iid_partition(1003, 10, seed=5, group_index=1)[0])
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.helpers import REPO, TABLE1
+from tests.helpers import REPO, TABLE1, rgb_config
 
-from fissionvae.config import PRIOR_STRATEGIES, ConfigError, load_config
+from fissionvae.config import ConfigError, load_config
 from fissionvae.data import standin
 from fissionvae.data.federated import load_groups
 from fissionvae.data.sources import load_split
@@ -20,68 +20,6 @@ from fissionvae.federation.client import ClientResult
 from fissionvae.federation.engine import train
 from fissionvae.models.vae import build_model
 from fissionvae.runs import RunDir
-
-SMALL_MODEL = {
-    "latent_dim": 8,
-    "z2_dim": 4,
-    "encoder_kind": "strided",
-    "encoder_hidden": [4, 8],
-    "encoder_head": [16],
-    "norm": "group",
-    "decoder": {"kind": "strided", "hidden": [8, 4], "head": [16], "latent_hidden": [16]},
-    "z2_encoder_hidden": [16],
-}
-
-
-def rgb_config(data_dir=None, groups=3, model=None, **sections):
-    """A small RGB federation on the stand-in (three groups: two datasets, one repeated)."""
-    datasets = ["mnist-rgb", "fashion-mnist-rgb", "mnist-rgb"][:groups]
-    raw = {
-        "name": "rgb",
-        "seed": 1,
-        "data": {
-            "dir": str(data_dir) if data_dir else None,
-            "download": False,
-            "groups": [
-                {"name": f"g{i}", "dataset": d, "clients": 2, "train_size": 200, "test_size": 100}
-                for i, d in enumerate(datasets)
-            ],
-        },
-        "model": {**SMALL_MODEL, "likelihood": "gaussian", **(model or {})},
-        "train": {"rounds": 2, "local_epochs": 1},
-        "eval": {"test_per_group": 50, "grid_size": 4, "recon_per_group": 2},
-        **sections,
-    }
-    return load_config(raw=raw)
-
-
-def rgb_batch(n=12, groups=3):
-    g = torch.Generator().manual_seed(0)
-    return torch.randint(0, 256, (n, 3, 32, 32), generator=g).float() / 255, torch.arange(n) % groups
-
-
-@pytest.mark.parametrize("likelihood", ["gaussian", "dlml", "bernoulli"])
-@pytest.mark.parametrize("name", sorted(TABLE1))
-def test_every_table1_model_works_on_rgb(name, likelihood):
-    model = build_model(rgb_config(model={**TABLE1[name], "likelihood": likelihood, "dlml_components": 3}), (3, 32, 32))
-    x, gid = rgb_batch()
-    terms = model.terms(x, gid, torch.Generator().manual_seed(0))
-    assert all(v.shape == (12,) and torch.isfinite(v).all() for v in terms.values())
-    terms["loss"].mean().backward()
-    assert all(p.grad is not None for p in model.encoder.parameters())
-    sample = model.sample("g2", 5, torch.Generator().manual_seed(0))
-    assert sample.shape == (5, 3, 32, 32) and sample.min() >= 0 and sample.max() <= 1
-    assert model.reconstruct(x, gid).shape == x.shape
-
-
-@pytest.mark.parametrize("prior", PRIOR_STRATEGIES)
-def test_every_prior_strategy_works_on_rgb(prior):
-    hier = prior == "learnable"
-    model = build_model(rgb_config(model={"prior": prior, "decoder_branches": True, "hierarchical": hier}), (3, 32, 32))
-    x, gid = rgb_batch()
-    terms = model.terms(x, gid, torch.Generator().manual_seed(0))
-    assert torch.isfinite(terms["loss"]).all()
-    assert model.sample(1, 3, torch.Generator().manual_seed(0)).shape == (3, 3, 32, 32)
 
 
 @pytest.mark.parametrize("norm", ["none", "batch", "group"])

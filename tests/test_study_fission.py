@@ -18,21 +18,16 @@ from fissionvae.federation.engine import train
 from fissionvae.runs import RunDir
 from fissionvae.studies import common
 from fissionvae.studies.cli import register
-from fissionvae.studies.fission import (
-    CONFIGS_DIR,
-    TABLES,
-    EvalSpec,
-    Outcome,
-    RunSpec,
-    Scale,
-    StudyOptions,
-    describe_plan,
-    make_plan,
-    parse_tables,
-    resolve_config,
-    run_fission_study,
-)
-from fissionvae.studies.fission_page import Cells, baseline_rows, claims, md_table
+from fissionvae.studies.fission import describe_plan, run_fission_study
+from fissionvae.studies.fission_claims import Noise, check_claims
+from fissionvae.studies.fission_ledger import Ledger, LedgerError, numbers
+from fissionvae.studies.fission_options import CONFIGS_DIR, Scale, StudyOptions, resolve_config
+from fissionvae.studies.fission_page import _cell
+from fissionvae.studies.fission_plan import TABLES, EvalSpec, RunSpec, make_plan, parse_tables
+from fissionvae.studies.fission_tables import baseline_entries, baseline_rows, paper_doubts
+from fissionvae.studies.page_render import md_table
+
+PAPER_TABLES = ("3", "5", "6", "7", "10")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -65,8 +60,15 @@ def test_each_table_needs_its_runs_and_tables_share_them():
     t7 = make_plan(["7", "10"])
     assert t7.runs == [RunSpec("fission_hld")]  # evaluation only: one run, four evaluations
     assert [e.result_name for e in t7.evals] == ["eval-z1-z2-z1", "eval-z1", "eval", "eval-z1-z2-z1-swap"]
-    full = make_plan(TABLES)
-    assert len(full.runs) == 20 and len(full.evals) == 23
+    assert len(make_plan(PAPER_TABLES).runs) == 20 and len(make_plan(PAPER_TABLES).evals) == 23
+    full = make_plan(TABLES)  # + the noise table: FedVAE and +L+D again with a second seed
+    assert len(full.runs) == 22 and len(full.evals) == 25
+    assert [r.key for r in make_plan(["noise"]).runs] == [
+        "fedvae/federated",
+        "fedvae/federated/seed1",
+        "fission_ld/federated",
+        "fission_ld/federated/seed1",
+    ]
     assert full.tables_of(RunSpec("fission_hld")) == ["5", "7", "10"] and full.tables_of(
         RunSpec("fission_hld_learnable")
     ) == ["3", "5", "6"]
@@ -79,8 +81,10 @@ def test_resolved_configs_match_the_rows_they_stand_for():
     scale = Scale()
     for t in make_plan(TABLES).tables:
         for row in t.rows:
-            for mode, ev in row.evals.items():
+            for column, ev in row.evals.items():
                 cfg = resolve_config(ev.run, scale)
+                mode = "federated" if column == "second seed" else column
+                assert cfg.seed == (1 if column == "second seed" else 0)
                 assert cfg.mode == mode and (
                     cfg.train.rounds,
                     cfg.train.local_epochs,
@@ -150,8 +154,9 @@ def test_cli_plan_reports_sample_passes(tmp_path, capsys):
     args = parser.parse_args(["study", "fission", "--dataset", "mixed_mnist", "--plan", "--runs-dir", str(tmp_path)])
     assert args.func(args) == 0
     out = capsys.readouterr().out
-    assert "20 runs; training left: 357,000,000 sample passes = 19.8 h at 5,000 samples/s" in out  # 15 x 21M + 5 x 8.4M
-    assert "23 evaluations x 20,000 generated images" in out
+    # 15 x 21M + 5 x 8.4M, and the two noise runs: 2 x 21M
+    assert "22 runs; training left: 399,000,000 sample passes = 22.2 h at 5,000 samples/s" in out
+    assert "25 evaluations left x 20,000 generated images" in out
     args = parser.parse_args(
         ["study", "fission", "--tables", "7", "--scale", "0.25", "--plan", "--runs-dir", str(tmp_path)]
     )
@@ -181,17 +186,52 @@ def _result(fid: float, purity: float) -> dict:
     }
 
 
-def test_claims_compare_the_direction_of_our_numbers_with_the_papers():
-    plan = make_plan(["7", "10"])
-    cfg = resolve_config(RunSpec("fission_hld"), Scale())
+def _entry(fid: float, purity: float, interval: float | None = 1.0) -> dict:
+    return {
+        "numbers": numbers(_result(fid, purity)),
+        "fid_interval": None if interval is None else [fid - interval, fid + interval],
+        "same_noise_as_unswapped": True,
+    }
+
+
+def _claims(plan, entries: dict) -> dict[str, dict]:
+    noise = Noise(plan, lambda ev: entries.get(ev))
+    return {r["claim"].split(":")[0]: r for r in check_claims(plan, lambda c: _cell(plan, c), noise)}
+
+
+def test_claims_are_same_or_differs_only_beyond_the_measured_noise():
+    plan = make_plan(["7", "10", "noise"])
     fids = {"eval": 50.0, "eval-z1-z2-z1": 90.0, "eval-z1": 120.0, "eval-z1-z2-z1-swap": 80.0}
-    outcomes = {ev: Outcome(ev, cfg, result=_result(fids[ev.result_name], 0.9)) for ev in plan.evals}
-    rows = {r[0].split(":")[0]: r for r in claims(plan, Cells(outcomes, StudyOptions()))}
-    assert rows["Table 7"][3] == "same" and rows["Table 7"][2].endswith("50.00, 90.00, 120.00")
-    assert rows["Figure 10"][3] == "differs"  # the swap lowered FID here: the check says so
-    outcomes[plan.evals[0]].result = None
-    assert claims(plan, Cells(outcomes, StudyOptions()))[0][3] == "pending"
+    entries = {ev: _entry(fids[ev.result_name], 0.9) for ev in plan.evals if ev.run.config == "fission_hld"}
+    rows = _claims(plan, entries)  # no second seed yet: the seed noise is unmeasured, nothing is decided
+    assert rows["Table 7"]["verdict"] == rows["Figure 10"]["verdict"] == "inconclusive"
+    assert rows["Table 7"]["noise"] == "not measured"
+    noise_runs = [ev for ev in plan.evals if ev.run.config in ("fedvae", "fission_ld")]
+    for ev, fid in zip(noise_runs, (100.0, 103.0, 60.0, 61.0), strict=True):
+        entries[ev] = _entry(fid, 0.9)
+    rows = _claims(plan, entries)  # seed noise +-3 per cell, bootstrap +-1: gaps of 40 and 30 are decided
+    assert rows["Table 7"]["verdict"] == "same" and rows["Table 7"]["ours"] == "50.00 vs 90.00; 90.00 vs 120.00"
+    assert rows["Table 7"]["paper"] == "53.68 vs 93.79; 93.79 vs 124.76"
+    assert rows["Table 7"]["size"] == "paper 25 to 43%, ours 25 to 44%" and rows["Table 7"]["noise"] == "±4.24"
+    assert rows["Figure 10"]["verdict"] == "differs"  # the swap lowered FID by 10 > 4.24: the check says so
+    swap = next(ev for ev in plan.evals if ev.prior_swap)
+    entries[swap] = _entry(92.0, 0.9)  # 2 above the unswapped one: within the noise
+    assert _claims(plan, entries)["Figure 10"]["verdict"] == "inconclusive"
+    entries[swap]["same_noise_as_unswapped"] = False  # an evaluation drawn with other noise is never decided on
+    entries[swap]["numbers"]["fid"] = 200.0
+    assert _claims(plan, entries)["Figure 10"]["verdict"] == "inconclusive"
+    del entries[swap]
+    assert _claims(plan, entries)["Figure 10"]["verdict"] == "pending"
     assert md_table(["a"], [["p(x|z1)"]]).splitlines()[-1] == "| p(x\\|z1) |"
+
+
+def test_table6_doubts_are_computed_from_the_papers_own_numbers():
+    paper = {"mnist": (46.73, 2.41, 0.38), "fashion": (61.81, 2.92, 0.61), "overall": (47.72, 2.98, 0.30)}
+    floor = {"nll": {"fashion": {"nats_per_dim": 0.491}, "mnist": {"nats_per_dim": 0.25}}}
+    text = paper_doubts(paper, floor)
+    assert "overall NLL 0.30 below both groups' (0.38, 0.61)" in text and "above the mean-image floor's 0.491" in text
+    fine = {"mnist": (1, 1, 0.2), "fashion": (1, 1, 0.4), "overall": (1, 1, 0.3)}
+    assert paper_doubts(fine, floor) == "-"
 
 
 def test_baseline_rows_put_fedgan_beside_the_papers_row(tmp_path):
@@ -199,10 +239,25 @@ def test_baseline_rows_put_fedgan_beside_the_papers_row(tmp_path):
         folder = tmp_path / mode
         folder.mkdir()
         (folder / "eval.json").write_text(json.dumps(_result(fid, 0.5) | {"name": "fedgan", "mode": mode}))
-    (row,) = baseline_rows((tmp_path / "federated", tmp_path / "centralized"))
+    entries = baseline_entries((tmp_path / "federated", tmp_path / "centralized"))
+    (row,) = baseline_rows(json.loads(json.dumps(entries)))  # what the ledger holds once the folders are gone
     assert row[0] == "fedgan (baseline)" and row[1] == "120.00 (118.52)" and row[4] == "95.00 (91.08)"
     with pytest.raises(FileNotFoundError, match="no eval.json"):
-        baseline_rows((tmp_path,))
+        baseline_entries((tmp_path,))
+
+
+def test_a_foreign_ledger_is_refused_with_its_path(tmp_path):
+    path = tmp_path / "study.json"
+    assert Ledger.load(path).cells == {}  # none yet: an empty ledger
+    for text, match in (("{", "not a readable"), ('{"cells": {}}', "format None"), ("[1]", "format 'list'")):
+        path.write_text(text)
+        with pytest.raises(LedgerError, match=str(path)):
+            Ledger.load(path)
+        with pytest.raises(LedgerError, match=match):
+            Ledger.load(path)
+    path.write_text(json.dumps({"format": 2, "cells": {"x": {"numbers": {}}}, "runs": {}}))
+    with pytest.raises(LedgerError, match="cell 'x' lacks"):
+        Ledger.load(path)
 
 
 # --------------------------------------------------------------------------- prior swap in evaluate_run
@@ -239,6 +294,12 @@ def test_prior_swap_evaluation_draws_z1_from_the_other_groups_prior(tmp_path, sh
     model = api_model(run)
     own, swapped = (generate(model, 0, 4, cfg.seed, "z1-z2-z1", prior_group=p) for p in (None, 1))
     assert not torch.equal(own, swapped)
+    # the swapped condition draws the unswapped condition's noise: only the prior differs
+    from fissionvae.evaluation.evaluate import to_uint8
+    from fissionvae.seeding import torch_generator
+
+    same_noise = model.sample(0, 4, torch_generator(cfg.seed, "sample", 1000, 0), "z1-z2-z1", 1)
+    assert torch.equal(swapped, to_uint8(same_noise)) and swap["same_noise_as_unswapped"]
     # the swap decodes with the group's own branch from the other group's prior mean: the same as asking for it directly
     g = torch.Generator().manual_seed(0)
     direct = model.sample(0, 3, g, "z1", prior_group=1)
@@ -266,7 +327,7 @@ def api_model(run: RunDir):
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory, shared_data_dir):
-    """Tables 6, 7 and Figure 10 on the tiny preset (4 runs, 7 evaluations, no FID), interrupted twice, then completed."""
+    """Tables 6, 7 and Figure 10 on the tiny preset (4 runs, 7 evaluations, no FID), interrupted, then completed."""
     root = tmp_path_factory.mktemp("study")
     opts = StudyOptions(
         tables=("6", "7", "10"),
@@ -342,7 +403,13 @@ def test_page_from_tiny_runs(study):
         "20 (reduced)",
         "-tiny-",
     )
-    for text in (*expected, "same direction?", "Verdict not written yet"):
+    for text in (
+        *expected,
+        "| verdict |",
+        "Verdict not written yet",
+        "mean-image floor (no learning)",
+        "paper doubtful?",
+    ):
         assert text in md, text
     assert "p(x\\|z1)" in md  # table cells keep the paper's notation
     assets = root / "page" / "mixed_mnist"
@@ -354,8 +421,16 @@ def test_page_from_tiny_runs(study):
         html.count("<table>") == sum(line.startswith("|---|") for line in md.splitlines())
         and "generations_table10.png" in html
     )
-    cells = json.loads((assets / "study.json").read_text())["cells"]
-    assert cells["fission_hld/federated/eval-z1-z2-z1-swap"]["numbers"]["prior_swap"] is True
+    ledger = json.loads((assets / "study.json").read_text())
+    swap = ledger["cells"]["tiny/fission_hld/federated/eval-z1-z2-z1-swap"]
+    assert swap["numbers"]["prior_swap"] is True and swap["same_noise_as_unswapped"] and swap["cpu"]
+    assert all((assets / "cells" / name).is_file() for name in swap["grids"].values())
+    assert (
+        ledger["runs"]["fission_hld-tiny"]["passes"] > 0
+        and len(ledger["runs"]["fission_hld-tiny"]["loss"]["mnist"]) == 2
+    )
+    assert ledger["floor"]["nll"]["fashion"]["nats_per_dim"] > 0.3  # the floor row is in the ledger
+    assert "Not at the paper's scale yet: `fissionvae study fission --dataset mixed_mnist --tables 6" in md
     # a verdict written beside the page is included the next time the page is written
     (assets / "verdict.md").write_text("We agree on the pathways.\n")
     run_fission_study(opts)
@@ -380,7 +455,22 @@ def test_missing_cells_fall_back_to_a_reduced_scale(study, tmp_path):
 def test_describe_plan_counts_finished_runs(study):
     _, opts, _ = study
     text = describe_plan(opts)
-    assert text.count("finished 2/2") == 4 and "training left: 0 sample passes" in text
+    assert text.count("in the ledger") == 4 and "training left: 0 sample passes" in text
+    assert "0 evaluations left" in text
+
+
+def test_the_ledger_alone_makes_the_page_when_the_run_folders_are_gone(study, tmp_path):
+    import shutil
+
+    root, opts, _ = study
+    shutil.copytree(root / "page", tmp_path / "page")
+    ledger_before = json.loads((tmp_path / "page" / "mixed_mnist" / "study.json").read_text())
+    moved = StudyOptions(**{**opts.__dict__, "runs_dir": tmp_path / "no-runs", "out": tmp_path / "page"})
+    md = run_fission_study(moved).read_text()  # no run folder anywhere: nothing is trained or evaluated
+    assert not (tmp_path / "no-runs").exists() and "7 of 7 evaluation cells done" in md and "pending (" not in md
+    ledger = json.loads((tmp_path / "page" / "mixed_mnist" / "study.json").read_text())
+    assert ledger["cells"] == ledger_before["cells"] and ledger["runs"] == ledger_before["runs"]
+    assert "generations_table10.png" in md and "loss_table6.png" in md  # figures redrawn from the ledger
 
 
 def test_an_evaluation_on_another_test_subset_is_not_reused(study):

@@ -10,13 +10,13 @@ import torch
 
 from fissionvae.config import RunConfig
 from fissionvae.data.federated import GroupData
-from fissionvae.models.vae import FissionVAE
+from fissionvae.models.protocol import GenerativeModel, LatentVariableModel
 from fissionvae.runs import RunDir
 from fissionvae.seeding import torch_generator
 from fissionvae.viz import plot_gan_losses, plot_losses, save_grid
 
 
-def reconstruction_rows(model: FissionVAE, groups: list[GroupData], per_group: int) -> torch.Tensor:
+def reconstruction_rows(model: LatentVariableModel, groups: list[GroupData], per_group: int) -> torch.Tensor:
     """For each group: a row of test inputs followed by a row of their reconstructions."""
     rows = []
     for gi, g in enumerate(groups):
@@ -26,7 +26,7 @@ def reconstruction_rows(model: FissionVAE, groups: list[GroupData], per_group: i
 
 
 def generation_grid(
-    model: FissionVAE, group: int, n: int, seed: int, pathway: str | None = None, prior_group: int | None = None
+    model: GenerativeModel, group: int, n: int, seed: int, pathway: str | None = None, prior_group: int | None = None
 ) -> torch.Tensor:
     """``n`` samples of ``group`` from the ``sample`` stream (same images for the same seed).
 
@@ -37,10 +37,10 @@ def generation_grid(
     ).cpu()
 
 
-def write_run_artifacts(model: FissionVAE, groups: list[GroupData], run: RunDir, cfg: RunConfig) -> None:
+def write_run_artifacts(model: GenerativeModel, groups: list[GroupData], run: RunDir, cfg: RunConfig) -> None:
     """reconstructions.png, samples_<group>.png and plots/loss.png in the run folder."""
     model.eval()
-    if cfg.model.kind == "dcgan":
+    if not isinstance(model, LatentVariableModel):  # no encoder: no reconstructions, one pool of samples
         save_grid(
             generation_grid(model, 0, cfg.eval.grid_size, cfg.seed),
             run.images_dir / "samples.png",

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fissionvae import cli_options as opts
+from fissionvae.models.vae import PATHWAY_HELP
+
 
 def register(sub) -> None:
     p = sub.add_parser(
         "audit",
         help="what a trained VAE run leaks: memorisation, membership inference, cross-group -> <run>/audit.json",
     )
-    p.add_argument("run", type=Path)
-    p.add_argument("--num-samples", type=int, default=1000, help="generated images per group (default 1000)")
+    p.add_argument("run", type=Path, help="run folder of a VAE run (runs/<id>)")
+    opts.add_num_samples(p, "generated images per group", default_text="1000")
     p.add_argument(
         "--max-train",
         type=int,
@@ -23,20 +26,24 @@ def register(sub) -> None:
         "--elbo-samples", type=int, default=4, help="posterior draws averaged in each image's -ELBO (default 4)"
     )
     p.add_argument("--no-inception", action="store_true", help="pixel space only (no Inception network needed)")
-    p.add_argument("--inception", type=Path, help="TorchScript FID Inception file (as for evaluate)")
-    p.add_argument("--pathway", help="generation pathway (default: the model's)")
+    p.add_argument(
+        "--inception",
+        type=Path,
+        help="TorchScript FID Inception file (else $FISSIONVAE_INCEPTION, else the cache; see fetch-inception)",
+    )
+    p.add_argument("--pathway", choices=sorted(PATHWAY_HELP), help="generation pathway (default: the model's)")
     p.add_argument("--allow-unfinished", action="store_true", help="audit a run that stopped before its last round")
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
-    p.add_argument("--data-dir", type=Path)
-    p.add_argument("--no-progress", action="store_true")
+    opts.add_device(p, "sampling, the ELBO and the Inception network run")
+    opts.add_data_dir(p)
+    opts.add_no_progress(p)
     p.set_defaults(func=cmd_audit)
 
 
 def cmd_audit(args) -> int:
     from fissionvae.audit.run import AuditOptions, audit_run, summary_lines
 
-    opts = AuditOptions(
-        num_samples=args.num_samples,
+    options = AuditOptions(
+        num_samples=AuditOptions.num_samples if args.num_samples is None else args.num_samples,
         max_train=args.max_train,
         cells=args.cells,
         elbo_samples=args.elbo_samples,
@@ -46,9 +53,9 @@ def cmd_audit(args) -> int:
         allow_unfinished=args.allow_unfinished,
         data_dir=str(args.data_dir) if args.data_dir else None,
         progress=not args.no_progress,
-        device=args.device,
+        device=opts.device_of(args),
     )
-    result = audit_run(args.run, opts)
+    result = audit_run(args.run, options)
     print("\n".join(summary_lines(result)))
     print(f"wrote {Path(args.run) / 'audit.json'}")
     return 0

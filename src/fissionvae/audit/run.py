@@ -23,6 +23,7 @@ from fissionvae.audit.memorisation import Features, copy_grid, memorisation_repo
 from fissionvae.data.federated import build_clients, load_groups
 from fissionvae.evaluation.evaluate import generate, model_of, open_for_eval, to_uint8, weights_digest
 from fissionvae.io import atomic_write_json
+from fissionvae.models.vae import FissionVAE
 
 AUDIT_FORMAT = 1
 
@@ -79,12 +80,12 @@ def audit_run(run_dir: str | Path, opts: AuditOptions | None = None) -> dict:
     start = time.perf_counter()
     run, state = open_for_eval(run_dir, opts.allow_unfinished)
     cfg = run.load_config()
-    if cfg.model.kind != "vae":
+    model = model_of(run, state, opts.device)
+    if not isinstance(model, FissionVAE):
         raise NotAuditable(
             f"{run.path}: a {cfg.model.kind} model defines no likelihood; the audit needs a VAE run "
             "(membership inference scores images by their negative ELBO)"
         )
-    model = model_of(run, state, opts.device)
     if opts.pathway is not None:
         model._check_pathway(opts.pathway)
     digest = weights_digest(state.weights)

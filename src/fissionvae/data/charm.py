@@ -156,7 +156,9 @@ def draw_group(
         with tqdm(total=need, desc=desc, unit="img", disable=not progress) as bar:
             for start in range(0, len(order), CHUNK):
                 chunk = [sources[i] for i in order[start : start + CHUNK]]
-                for src, arr in zip(chunk, decode_many([str(s.path) for s in chunk], size, resample, pool or 0)):
+                for src, arr in zip(
+                    chunk, decode_many([str(s.path) for s in chunk], size, resample, pool or 0), strict=True
+                ):
                     if isinstance(arr, str):
                         skipped.append((src.rel, arr))
                     elif len(good) < need:
@@ -192,14 +194,16 @@ def build_group(
     sources = scan_source(source, CHARM_GROUPS.get(name, "auto"))
     if len(sources) < n_train + n_test:
         raise CharmError(
-            f"group {name!r}: {source} holds {len(sources)} file(s); {n_train} training + {n_test} evaluation images are needed"
+            f"group {name!r}: {source} holds {len(sources)} file(s); {n_train} training + {n_test} evaluation images "
+            "are needed"
         )
     good, skipped = draw_group(
         sources, n_train, n_test, seed, group_index, size, resample, workers, progress, desc=f"CHARM {name}"
     )
     if len(good) < n_train + n_test:
         raise CharmError(
-            f"group {name!r}: only {len(good)} readable image(s) in {source} ({len(skipped)} skipped); {n_train + n_test} needed"
+            f"group {name!r}: only {len(good)} readable image(s) in {source} ({len(skipped)} skipped); "
+            f"{n_train + n_test} needed"
         )
     if skipped:
         warnings.warn(skipped_message(source, skipped, len(good) + len(skipped)), SkippedFilesWarning, stacklevel=2)

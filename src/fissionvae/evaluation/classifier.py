@@ -41,7 +41,7 @@ from fissionvae.io import atomic_write
 
 ARCH_VERSION = "domain-cnn-v2"
 LEARNING_RATE = 3e-3
-Group = tuple[str, np.ndarray, np.ndarray]
+Group = tuple[str, ImageArray, np.ndarray]  # (name, images, labels)
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int, kernel: int) -> list[nn.Module]:

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,10 +35,15 @@ from tqdm.auto import tqdm
 
 from fissionvae.artifacts import generation_grid
 from fissionvae.data.federated import GroupData, load_groups
+from fissionvae.evaluation.collapse import collapse_report, pool_coverage
+from fissionvae.evaluation.fid import FeatureExtractor, FeatureStats
 from fissionvae.evaluation.nll import nll_report, pooled
+from fissionvae.evaluation.runtimes import RUNTIME_CHOICES, feature_extractor
+from fissionvae.evaluation.shares import split_counts
 from fissionvae.federation.state import ServerState
 from fissionvae.io import atomic_write_bytes, atomic_write_json
-from fissionvae.models.vae import FissionVAE, build_model
+from fissionvae.models.protocol import GenerativeModel, LatentVariableModel
+from fissionvae.models.vae import build_model
 from fissionvae.runs import RunDir, RunDirError
 from fissionvae.seeding import torch_generator
 from fissionvae.viz import save_grid
@@ -56,6 +61,12 @@ class EvalOptions:
     pathway: str | None = None
     fid: bool = True
     inception: str | None = None
+    # which runtime computes the FID features: auto (OpenVINO, else ONNX Runtime, else torch on
+    # the CPU; torch on a GPU), torch, openvino or onnx; every fp32 runtime gives the same numbers
+    fid_runtime: str = "auto"
+    # bf16 FID features (OpenVINO's bf16 hint, or torch autocast): a quick look only; moves FID by
+    # about 1, cached apart from fp32 and marked "paper_comparable": false in eval.json
+    fid_bf16: bool = False
     is_classifier: str | None = None
     classifier_epochs: int = 2
     tsne: bool = True
@@ -74,6 +85,9 @@ class EvalOptions:
     # data.groups.*.test_size, so 2,000 gives the subsets of configs/mixed_mnist/quick.yaml);
     # a reduced protocol, flagged as such
     test_size: int | None = None
+    # bootstrap resamples of the generated images' Inception features for a 95% interval of the
+    # overall FID (0: none); computed from the features the evaluation already has
+    fid_bootstrap: int = 0
 
 
 # --------------------------------------------------------------------------- helpers
@@ -89,15 +103,6 @@ def weights_digest(weights: dict[str, Tensor]) -> str:
     return h.hexdigest()
 
 
-def split_counts(total: int, sizes: list[int]) -> list[int]:
-    """Split ``total`` over groups in proportion to ``sizes`` (largest remainders; sums exactly)."""
-    exact = [total * s / sum(sizes) for s in sizes]
-    counts = [math.floor(e) for e in exact]
-    for i in sorted(range(len(sizes)), key=lambda i: exact[i] - counts[i], reverse=True)[: total - sum(counts)]:
-        counts[i] += 1
-    return counts
-
-
 def to_uint8(images: Tensor) -> Tensor:
     """[0, 1] floats -> uint8 with rounding (as a saved PNG would hold them)."""
     return (images.clamp(0, 1) * 255).round().to(torch.uint8)
@@ -105,7 +110,7 @@ def to_uint8(images: Tensor) -> Tensor:
 
 @torch.inference_mode()
 def generate(
-    model: FissionVAE,
+    model: GenerativeModel,
     group: int,
     n: int,
     seed: int,
@@ -113,13 +118,19 @@ def generate(
     batch: int = 1000,
     prior_group: int | None = None,
 ) -> Tensor:
-    """``n`` uint8 samples of ``group`` from the evaluation's own stream (deterministic)."""
-    g = torch_generator(seed, "sample", 1000 + group, 0 if prior_group is None else 1 + prior_group)
+    """``n`` uint8 samples of ``group`` from the evaluation's own stream (deterministic).
+
+    The stream does not depend on ``prior_group``: a prior-swapped evaluation draws the same noise
+    as the unswapped one, so Figure 10's two conditions differ only in the prior.
+    """
+    g = torch_generator(seed, "sample", 1000 + group, 0)
     parts = [model.sample(group, min(batch, n - i), g, pathway, prior_group).cpu() for i in range(0, n, batch)]
     return to_uint8(torch.cat(parts)) if parts else torch.zeros(0, *model.image_shape, dtype=torch.uint8)
 
 
-def cached_features(images: Tensor, extractor, folder: Path, key: str, chunk: int = 1000, desc: str = "") -> np.ndarray:
+def cached_features(
+    images: Tensor, extractor: FeatureExtractor, folder: Path, key: str, chunk: int = 1000, desc: str = ""
+) -> np.ndarray:
     """Inception features of ``images``, computed and saved chunk by chunk (resumable)."""
     folder.mkdir(parents=True, exist_ok=True)
     parts = []
@@ -170,63 +181,91 @@ def open_for_eval(run_dir: str | Path, allow_unfinished: bool) -> tuple[RunDir, 
         raise RunDirError(f"{run.path}: no status.json; the run folder is incomplete")
     if state.round < planned and not allow_unfinished:
         raise RunDirError(
-            f"{run.path}: the run stopped at round {state.round} of {planned}; resume it first or pass --allow-unfinished"
+            f"{run.path}: the run stopped at round {state.round} of {planned}; resume it first or pass "
+            "--allow-unfinished"
         )
     return run, state
 
 
-def model_of(run: RunDir, state: ServerState, device: str = "cpu") -> FissionVAE:
+def model_of(run: RunDir, state: ServerState, device: str = "cpu") -> GenerativeModel:
     cfg = run.load_config()
     model = build_model(cfg, tuple(state.extra.get("image_shape", (1, 28, 28))))
     model.load_state_dict(state.weights)
-    return model.to(device).eval()
+    model.to(device)
+    model.eval()
+    return model
 
 
 # --------------------------------------------------------------------------- metrics
 
 
-def fid_metrics(samples: list[Tensor], groups: list[GroupData], extractor, cache: Path, opts: EvalOptions) -> dict:
-    """Overall and per-group FID, with the real statistics cached by content + extractor."""
-    from fissionvae.evaluation.fid import StatsCache, feature_stats, fid_from_stats
+def reference_stats(group: GroupData, extractor: FeatureExtractor, cached_only: bool = False) -> FeatureStats | None:
+    """Inception statistics of a group's test images, cached by content + extractor identity.
+
+    ``cached_only``: None when they are not cached yet, instead of computing them.
+    """
+    from fissionvae.evaluation.fid import StatsCache, feature_stats
 
     stats_cache = StatsCache()
-    real, fake, per_group = [], [], {}
-    for gi, g in enumerate(groups):
-        real_images = to_uint8(g.test_images)
-        key = stats_cache.key(real_images, extractor.identity)
-        r = stats_cache.load(f"{g.dataset}-test", key)
-        if r is None:
-            feats = cached_features(
-                real_images, extractor, stats_cache.cache_dir / "features", key, desc=f"{g.name} test"
-            )
-            r = feature_stats(feats)
-            stats_cache.save(f"{g.dataset}-test", key, r)
-        f = feature_stats(
-            cached_features(
-                samples[gi],
-                extractor,
-                cache / "features",
-                hashlib.sha256(f"{cache.name}|{gi}|{extractor.identity}".encode()).hexdigest(),
-                desc=f"{g.name} samples",
-            )
+    real_images = to_uint8(group.test_images)
+    key = stats_cache.key(real_images, extractor.identity)
+    r = stats_cache.load(f"{group.dataset}-test", key)
+    if r is None and cached_only:
+        return None
+    if r is None:
+        feats = cached_features(
+            real_images, extractor, stats_cache.cache_dir / "features", key, desc=f"{group.name} test"
         )
+        r = feature_stats(feats)
+        stats_cache.save(f"{group.dataset}-test", key, r)
+    return r
+
+
+def fid_metrics(
+    samples: list[Tensor], groups: list[GroupData], extractor: FeatureExtractor, cache: Path, opts: EvalOptions
+) -> dict:
+    """Overall and per-group FID, with the real statistics cached by content + extractor."""
+    from fissionvae.evaluation.fid import feature_stats, fid_from_stats
+
+    real, fake, per_group, generated = [], [], {}, []
+    for gi, g in enumerate(groups):
+        r = reference_stats(g, extractor)
+        feats = cached_features(
+            samples[gi],
+            extractor,
+            cache / "features",
+            hashlib.sha256(f"{cache.name}|{gi}|{extractor.identity}".encode()).hexdigest(),
+            desc=f"{g.name} samples",
+        )
+        generated.append(feats)
+        f = feature_stats(feats)
         real.append(r)
         fake.append(f)
         per_group[g.name] = {"fid": fid_from_stats(r, f), "generated": f.n, "real": r.n}
     overall = fid_from_stats(pooled_stats(real), pooled_stats(fake))
-    return {
+    out = {
         "overall": overall,
         "generated": sum(f.n for f in fake),
         "real": sum(r.n for r in real),
         "per_group": per_group,
         "extractor": extractor.identity,
+        "runtime": extractor.runtime,
+        "precision": extractor.precision,
+        # bf16 features move FID by about 1: such a number must not be set beside the paper's
+        "paper_comparable": extractor.precision == "fp32",
     }
+    if opts.fid_bootstrap > 0:
+        from fissionvae.evaluation.noise import bootstrap_fid
+
+        # resampled over the union of the groups' samples, the reference (both test sets) fixed
+        lo, hi = bootstrap_fid(np.concatenate(generated), pooled_stats(real), reps=opts.fid_bootstrap, seed=0)
+        out["bootstrap"] = {"interval": [lo, hi], "reps": opts.fid_bootstrap, "level": 0.95, "seed": 0}
+    return out
 
 
 def classifier_metrics(samples: list[Tensor], groups: list[GroupData], opts: EvalOptions) -> dict:
     """Domain-classifier IS, group purity and class coverage; IS from a user classifier if given."""
     from fissionvae.evaluation.classifier import group_scores, load_or_train
-    from fissionvae.evaluation.collapse import pool_coverage
     from fissionvae.evaluation.inception_score import classifier_logits, inception_score
 
     clf = load_or_train(
@@ -264,7 +303,7 @@ def _group_is(clf, images: Tensor) -> dict:
     return out
 
 
-def nll_metrics(model: FissionVAE, groups: list[GroupData], seed: int, opts: EvalOptions, cache: Path) -> dict:
+def nll_metrics(model: LatentVariableModel, groups: list[GroupData], seed: int, opts: EvalOptions, cache: Path) -> dict:
     """Per-group and overall negative ELBO and IW bound (per-group results cached for resume)."""
     per_group = {}
     for gi, g in enumerate(groups):
@@ -284,24 +323,24 @@ def nll_metrics(model: FissionVAE, groups: list[GroupData], seed: int, opts: Eva
     return {"per_group": per_group, "overall": pooled(list(per_group.values()))}
 
 
-def prior_partners(model: FissionVAE, opts: EvalOptions) -> list[int | None]:
+def prior_partners(model: GenerativeModel, opts: EvalOptions) -> list[int | None]:
     """Per group, the group whose z1 prior its samples draw from (None: its own; see ``prior_swap``)."""
     k = model.num_groups
     if not opts.prior_swap:
         return [None] * k
-    if model.kind != "vae":
+    if not isinstance(model, LatentVariableModel):
         raise ValueError(f"prior_swap: a {model.kind} model has no group priors to swap")
     pathway = opts.pathway or model.default_pathway()
     if k < 2 or pathway == "z2" or not model.has_fixed_prior:
         raise ValueError(
             "prior_swap needs two or more groups, fixed z1 priors and a pathway that samples z1 from them "
-            f"('z1-z2-z1' or 'z1'); got {k} group(s), prior {model.cfg.prior!r}, pathway {pathway!r}"
+            f"('z1-z2-z1' or 'z1'); got {k} group(s), fixed priors {model.has_fixed_prior}, pathway {pathway!r}"
         )
     return [(g + 1) % k for g in range(k)]
 
 
 def write_pictures(
-    model: FissionVAE,
+    model: GenerativeModel,
     groups: list[GroupData],
     samples: list[Tensor],
     out: Path,
@@ -321,7 +360,7 @@ def write_pictures(
 
         n = opts.tsne_points
         test = torch.cat([g.test_images[:n] for g in groups])
-        if model.kind == "vae":  # a GAN has no encoder, hence no latent means
+        if isinstance(model, LatentVariableModel):  # a GAN has no encoder, hence no latent means
             gids = np.concatenate([np.full(min(n, len(g.test_images)), gi) for gi, g in enumerate(groups)])
             labels = torch.cat([g.test_labels[:n] for g in groups]).numpy()
             plot_latent_tsne(
@@ -345,8 +384,11 @@ def evaluate_run(run_dir: str | Path, opts: EvalOptions | None = None) -> dict:
     opts = opts or EvalOptions()
     if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", opts.result_name):
         raise ValueError(
-            f"result_name {opts.result_name!r}: use letters, digits, '_', '.' and '-' only (it names a file in the run folder)"
+            f"result_name {opts.result_name!r}: use letters, digits, '_', '.' and '-' only (it names a file in the "
+            "run folder)"
         )
+    if opts.fid_runtime not in RUNTIME_CHOICES:
+        raise ValueError(f"fid_runtime {opts.fid_runtime!r}: choose one of {', '.join(RUNTIME_CHOICES)}")
     start = time.perf_counter()
     run, state = open_for_eval(run_dir, opts.allow_unfinished)
     cfg = run.load_config()
@@ -360,7 +402,7 @@ def evaluate_run(run_dir: str | Path, opts: EvalOptions | None = None) -> dict:
     total = opts.num_samples or sum(sizes)
     counts = split_counts(total, sizes)
     digest = weights_digest(state.weights)
-    swap = "|swap" if opts.prior_swap else ""
+    swap = "|swap-same-noise" if opts.prior_swap else ""  # before: "|swap", drawn with other noise
     subset = "" if opts.test_size is None else f"|test{opts.test_size}"  # NLL depends on the test images
     tag = hashlib.sha256(f"{digest}|{counts}|{opts.pathway}{swap}{subset}|{EVAL_FORMAT}".encode()).hexdigest()[:16]
     cache = run.path / "eval" / "cache" / tag
@@ -373,7 +415,7 @@ def evaluate_run(run_dir: str | Path, opts: EvalOptions | None = None) -> dict:
         / ("nll-" + hashlib.sha256(f"{digest}{subset}|{EVAL_FORMAT}".encode()).hexdigest()[:16])
     )
     samples = [generate(model, gi, n, cfg.seed, opts.pathway, prior_group=partners[gi]) for gi, n in enumerate(counts)]
-    result = {
+    result: dict[str, Any] = {
         "format": EVAL_FORMAT,
         "run": str(run.path),
         "name": cfg.name,
@@ -383,24 +425,27 @@ def evaluate_run(run_dir: str | Path, opts: EvalOptions | None = None) -> dict:
         "weights_sha256": digest,
         "pathway": opts.pathway or model.default_pathway(),
         "prior_swap": opts.prior_swap,
-        "prior_of_group": {g: cfg.group_names[p] for g, p in zip(cfg.group_names, partners) if p is not None},
+        "same_noise_as_unswapped": True,  # generate() draws the swap's noise from the unswapped stream
+        "prior_of_group": {
+            g: cfg.group_names[p] for g, p in zip(cfg.group_names, partners, strict=True) if p is not None
+        },
         "num_samples": total,
         "eval_images": sum(sizes),
         "reduced": total < sum(sizes) or opts.test_size is not None,
         "test_size": opts.test_size,
-        "samples_per_group": dict(zip(cfg.group_names, counts)),
+        "samples_per_group": dict(zip(cfg.group_names, counts, strict=True)),
         "options": asdict(opts),
     }
     if extractor is not None:
         result["fid"] = fid_metrics(samples, groups, extractor, cache, opts)
     result["classifier"] = classifier_metrics(samples, groups, opts)
-    from fissionvae.evaluation.collapse import collapse_report
-
     result["collapse"] = collapse_report(
         samples, [to_uint8(g.test_images) for g in groups], cfg.group_names, result["classifier"]["pool"]
     )
     result["nll"] = (
-        nll_metrics(model, groups, cfg.seed, opts, nll_cache) if model.kind == "vae" else {"skipped": NLL_SKIPPED}
+        nll_metrics(model, groups, cfg.seed, opts, nll_cache)
+        if isinstance(model, LatentVariableModel)
+        else {"skipped": NLL_SKIPPED}
     )
     result["pictures"] = write_pictures(model, groups, samples, run.path / opts.result_name, cfg.seed, opts, partners)
     result["seconds"] = time.perf_counter() - start
@@ -408,11 +453,10 @@ def evaluate_run(run_dir: str | Path, opts: EvalOptions | None = None) -> dict:
     return result
 
 
-def _extractor(opts: EvalOptions):
-    from fissionvae.evaluation.fid import InceptionFeatures
-    from fissionvae.evaluation.inception import resolve_inception_path
-
-    return InceptionFeatures(resolve_inception_path(opts.inception), progress=opts.progress, device=opts.device)
+def _extractor(opts: EvalOptions) -> FeatureExtractor:
+    return feature_extractor(
+        opts.fid_runtime, opts.inception, device=opts.device, bf16=opts.fid_bf16, progress=opts.progress
+    )
 
 
 def summary_lines(result: dict) -> list[str]:
@@ -420,11 +464,13 @@ def summary_lines(result: dict) -> list[str]:
     subset = f", test subset of {result['test_size']} per group" if result.get("test_size") else ""
     flag = f" (REDUCED sample count{subset}: not comparable with full-protocol numbers)" if result["reduced"] else ""
     lines = [
-        f"{result['name']} [{result['mode']}], round {result['round']}/{result['rounds_planned']}, {result['num_samples']} generated images{flag}"
+        f"{result['name']} [{result['mode']}], round {result['round']}/{result['rounds_planned']}, "
+        f"{result['num_samples']} generated images{flag}"
     ]
     if "fid" in result:
         per = ", ".join(f"{k} {v['fid']:.2f}" for k, v in result["fid"]["per_group"].items())
-        lines.append(f"FID overall {result['fid']['overall']:.2f} (per group: {per})")
+        quick = "" if result["fid"].get("paper_comparable", True) else " [bf16 features: a quick look, not comparable]"
+        lines.append(f"FID overall {result['fid']['overall']:.2f} (per group: {per}){quick}")
     c = result["classifier"]
     lines.append(
         f"IS (domain classifier) {c['is_domain']['mean']:.2f} +- {c['is_domain']['std']:.2f}; purity "
@@ -434,13 +480,18 @@ def summary_lines(result: dict) -> list[str]:
     if coll:
         verdict = "COLLAPSED (" + "; ".join(coll["reasons"]) + ")" if coll["collapsed"] else "not collapsed"
         lines.append(
-            f"mode collapse: {verdict}; near-duplicates {coll['near_duplicates']['share']:.3f} of {coll['near_duplicates']['images']} (real {coll['near_duplicates'].get('real_share', float('nan')):.3f}), class coverage {coll['coverage']['coverage_entropy_normalised']:.3f}, {coll['coverage']['classes_covered']}/{coll['coverage']['classes']} classes"
+            f"mode collapse: {verdict}; near-duplicates {coll['near_duplicates']['share']:.3f} of "
+            f"{coll['near_duplicates']['images']} (real "
+            f"{coll['near_duplicates'].get('real_share', float('nan')):.3f}), class coverage "
+            f"{coll['coverage']['coverage_entropy_normalised']:.3f}, "
+            f"{coll['coverage']['classes_covered']}/{coll['coverage']['classes']} classes"
         )
     if "skipped" in result["nll"]:
         lines.append(f"NLL: skipped ({result['nll']['skipped']})")
         return lines
     n = result["nll"]["overall"]
     lines.append(
-        f"NLL: -ELBO {n['neg_elbo']['nats_per_dim']:.4f} nats/dim ({n['neg_elbo']['bits_per_dim']:.4f} bits/dim), IW K={n['iw']['k']} {n['iw']['nats_per_dim']:.4f} nats/dim"
+        f"NLL: -ELBO {n['neg_elbo']['nats_per_dim']:.4f} nats/dim ({n['neg_elbo']['bits_per_dim']:.4f} bits/dim), IW "
+        f"K={n['iw']['k']} {n['iw']['nats_per_dim']:.4f} nats/dim"
     )
     return lines

@@ -16,7 +16,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from fissionvae.evaluation.elbo import mean_terms
-from fissionvae.models.vae import FissionVAE
+from fissionvae.models.protocol import LatentVariableModel
 
 
 def per_dim(nats_per_image: float, dims: int) -> dict[str, float]:
@@ -30,7 +30,7 @@ def per_dim(nats_per_image: float, dims: int) -> dict[str, float]:
 
 @torch.inference_mode()
 def iw_nll(
-    model: FissionVAE,
+    model: LatentVariableModel,
     images: Tensor,
     group: int,
     k: int,
@@ -38,21 +38,30 @@ def iw_nll(
     batch_size: int = 500,
     progress: bool = False,
 ) -> float:
-    """Mean over images of -log (1/K sum_k w_k): the importance-weighted NLL bound, nats/image."""
+    """Mean over images of -log (1/K sum_k w_k): the importance-weighted NLL bound, nats/image.
+
+    Runs in eval mode and restores the model's previous mode afterwards.
+    """
+    was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     total = 0.0
-    for start in tqdm(range(0, images.shape[0], batch_size), desc=f"IW-NLL K={k}", leave=False, disable=not progress):
-        x = images[start : start + batch_size].to(device)
-        logw = model.log_importance_weights(
-            x, torch.full((x.shape[0],), group, dtype=torch.int64, device=device), k, generator
-        )
-        total += float(-(torch.logsumexp(logw.double(), 0) - math.log(k)).sum())
+    try:
+        for start in tqdm(
+            range(0, images.shape[0], batch_size), desc=f"IW-NLL K={k}", leave=False, disable=not progress
+        ):
+            x = images[start : start + batch_size].to(device)
+            logw = model.log_importance_weights(
+                x, torch.full((x.shape[0],), group, dtype=torch.int64, device=device), k, generator
+            )
+            total += float(-(torch.logsumexp(logw.double(), 0) - math.log(k)).sum())
+    finally:
+        model.train(was_training)
     return total / images.shape[0]
 
 
 def nll_report(
-    model: FissionVAE, images: Tensor, group: int, k: int, generator: torch.Generator, progress: bool = False
+    model: LatentVariableModel, images: Tensor, group: int, k: int, generator: torch.Generator, progress: bool = False
 ) -> dict:
     """Negative ELBO (Eq. 3 / Eq. 9) and the K-sample importance-weighted bound for one group."""
     dims = math.prod(images.shape[1:])

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fissionvae.models.protocol import LatentVariableModel
 from fissionvae.viz import save_figure
 
 
@@ -28,7 +29,8 @@ def embed(points: np.ndarray, seed: int = 0, pca_dims: int | None = 50) -> np.nd
 
 
 @torch.inference_mode()
-def latent_means(model, images: Tensor, batch_size: int = 1000) -> np.ndarray:
+def latent_means(model: LatentVariableModel, images: Tensor, batch_size: int = 1000) -> np.ndarray:
+    """Means of q(z1|x) of ``images``, batch by batch on the model's device."""
     device = next(model.parameters()).device
     return torch.cat(
         [model.encode(images[i : i + batch_size].to(device)).mean.cpu() for i in range(0, len(images), batch_size)]

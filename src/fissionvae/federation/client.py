@@ -7,7 +7,8 @@ keep no state between rounds (a client that sits out rounds, or restarts, behave
 this is our choice, the paper does not say. With ``optimizer_state`` given (config
 ``federation.client_optimizer: keep``) Adam continues from the client's previous moments and
 the reply carries the new state back to whoever keeps it for the client. Local shuffling and the VAE's noise come from
-the generator of stream (seed, "client", round, client_id).
+the generator of stream (seed, "client", round, client_id). With record-level privacy
+(``spec.dp_clip`` set) the local update is DP-SGD (:func:`fissionvae.privacy.record.dp_train`).
 
 Every model kind trains through this one function: the model supplies two hooks,
 ``local_optimizer(groups, lr, fused)`` (the VAE: one Adam over its owned parameters; the DCGAN:
@@ -30,7 +31,8 @@ import torch
 from torch import Tensor
 
 from fissionvae.data.federated import ClientData
-from fissionvae.models.vae import FissionVAE
+from fissionvae.models.protocol import GenerativeModel, LocalOptimizer
+from fissionvae.privacy.record import dp_train
 from fissionvae.seeding import torch_generator
 
 
@@ -46,6 +48,10 @@ class LocalTrainSpec:
     fused_adam: bool = True
     keep_optimizer: bool = False  # return Adam's state so the client can continue from it next time
     steps: int | None = None  # if set: exactly this many minibatch steps instead of ``epochs`` passes
+    # record-level DP-SGD (privacy/record.py) when dp_clip is set: per-sample clip norm, noise multiplier
+    dp_clip: float | None = None
+    dp_noise: float = 0.0
+    dp_grad_sample_mode: str = "ghost"  # ghost, hooks or functorch
 
 
 @dataclass
@@ -60,7 +66,7 @@ class ClientResult:
     optimizer_state: dict | None = None  # only with spec.keep_optimizer: stays with the client, never aggregated
 
 
-def load_owned(model: FissionVAE, weights: Mapping[str, Tensor], groups: list[int]) -> list[str]:
+def load_owned(model: GenerativeModel, weights: Mapping[str, Tensor], groups: list[int]) -> list[str]:
     """Load exactly the keys a client of ``groups`` owns; any missing or extra key is an error."""
     owned = model.owned_keys(groups)
     missing = sorted(set(owned) - set(weights))
@@ -72,7 +78,7 @@ def load_owned(model: FissionVAE, weights: Mapping[str, Tensor], groups: list[in
 
 
 def client_update(
-    model: FissionVAE,
+    model: GenerativeModel,
     weights: Mapping[str, Tensor],
     data: ClientData,
     spec: LocalTrainSpec,
@@ -102,10 +108,13 @@ def client_update(
     generator = torch_generator(spec.seed, "client", spec.round, data.client_id)
     model.train()
     start = time.perf_counter()
-    sums, steps = _train_epochs(model, optimizer, data, spec, generator)
+    if spec.dp_clip is None:
+        sums, steps = _train_epochs(model, optimizer, data, spec, generator)
+        seen = local_images(data.num_samples, spec)
+    else:
+        sums, steps, seen = dp_train(model, optimizer, data, spec, generator)
     seconds = time.perf_counter() - start
-    seen = local_images(data.num_samples, spec)
-    metrics = {name: total / seen for name, total in sums.items()}
+    metrics = {name: total / max(seen, 1) for name, total in sums.items()}
     metrics.update(seconds=seconds, samples_per_s=seen / max(seconds, 1e-9), steps=steps)
     state = model.state_dict()
     kept = (
@@ -137,7 +146,13 @@ def local_images(num_samples: int, spec: LocalTrainSpec) -> int:
     return passes * num_samples + rest * spec.batch_size
 
 
-def _train_epochs(model, optimizer, data: ClientData, spec: LocalTrainSpec, generator) -> tuple[dict[str, float], int]:
+def _train_epochs(
+    model: GenerativeModel,
+    optimizer: LocalOptimizer,
+    data: ClientData,
+    spec: LocalTrainSpec,
+    generator: torch.Generator,
+) -> tuple[dict[str, float], int]:
     """``model.local_step`` over :func:`minibatches`; returns summed per-image terms and the step count."""
     names: list[str] = []
     total: Tensor | None = None
@@ -148,4 +163,4 @@ def _train_epochs(model, optimizer, data: ClientData, spec: LocalTrainSpec, gene
         step_sums = torch.stack([v.detach() for v in terms.values()]).sum(1)  # one op for all terms
         total = step_sums if total is None else total + step_sums
         names = names or list(terms)
-    return ({n: float(v) for n, v in zip(names, total.tolist())} if total is not None else {}), steps
+    return ({n: float(v) for n, v in zip(names, total.tolist(), strict=True)} if total is not None else {}), steps

@@ -16,12 +16,10 @@ class DiagGaussian:
     mean: Tensor
     logvar: Tensor
 
-    def rsample(self, generator: torch.Generator | None = None) -> Tensor:
-        """Reparameterised sample mean + sigma * eps, eps drawn from ``generator``."""
+    def rsample(self, generator: torch.Generator) -> Tensor:
+        """Reparameterised sample mean + sigma * eps, eps drawn from ``generator`` (required: no hidden global RNG)."""
         # drawn on the generator's device (the seeded streams are CPU generators), then moved
-        eps = torch.randn(
-            self.mean.shape, generator=generator, dtype=self.mean.dtype, device=_device_of(generator, self.mean)
-        )
+        eps = torch.randn(self.mean.shape, generator=generator, dtype=self.mean.dtype, device=generator.device)
         eps = eps.to(self.mean.device)
         return self.mean + torch.exp(0.5 * self.logvar) * eps
 
@@ -45,5 +43,11 @@ def unit_gaussian_log_prob(z: Tensor, mean: Tensor | float = 0.0) -> Tensor:
     return -0.5 * (math.log(2 * math.pi) + (z - mean) ** 2).sum(-1)
 
 
-def _device_of(generator: torch.Generator | None, like: Tensor) -> torch.device:
-    return generator.device if generator is not None else like.device
+def explicit_generator(generator: torch.Generator | None) -> torch.Generator:
+    """``generator``, or torch's global CPU generator when it is None.
+
+    The None case is for interactive use (``model.sample("fashion", 16)``); library code always
+    passes a seeded stream of :mod:`fissionvae.seeding`. Drawing from ``torch.default_generator``
+    gives the same numbers as passing ``generator=None`` to torch on the CPU.
+    """
+    return torch.default_generator if generator is None else generator

@@ -150,7 +150,7 @@ class DCGAN(GroupNamed, nn.Module):
     """Generator + discriminator with the model interface the engine and evaluation use."""
 
     kind = "dcgan"  # model.kind
-    progress_terms = ("d_loss", "g_loss")  # test terms the training progress bar shows
+    progress_terms: tuple[str, ...] = ("d_loss", "g_loss")  # test terms the training progress bar shows
 
     def __init__(self, cfg: GanConfig, group_names: list[str], image_shape: tuple[int, int, int] = (1, 28, 28)):
         super().__init__()
@@ -159,7 +159,7 @@ class DCGAN(GroupNamed, nn.Module):
             raise ConfigError(f"model.kind dcgan: square images only, got {h} x {w}")
         self.cfg = cfg
         self.group_names = list(group_names)
-        self.image_shape = tuple(image_shape)
+        self.image_shape = (int(image_shape[0]), h, w)
         self.generator = Generator(cfg.noise_dim, cfg.g_features, self.image_shape)
         self.discriminator = Discriminator(cfg.d_features, self.image_shape)
         _init_dcgan(self)

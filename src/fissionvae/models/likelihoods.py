@@ -200,7 +200,8 @@ class DiscretisedLogisticMixture(Likelihood):
         return self.components * (1 + 2 * self.channels + self.num_coeffs)
 
     def _split(self, params: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """params (B, P, H, W) -> logits (B,K,H,W), means (B,K,C,H,W), log_scales (B,K,C,H,W), coeffs (B,K,C(C-1)/2,H,W)."""
+        """params (B, P, H, W) -> logits (B,K,H,W), means (B,K,C,H,W), log_scales (B,K,C,H,W),
+        coeffs (B,K,C(C-1)/2,H,W)."""
         b, _, h, w = params.shape
         k, c = self.components, self.channels
         logits, means, log_scales, coeffs = params.split([k, k * c, k * c, k * self.num_coeffs], dim=1)
@@ -231,7 +232,8 @@ class DiscretisedLogisticMixture(Likelihood):
 
     def mean(self, params: Tensor) -> Tensor:
         logits, means, _, coeffs = self._split(params)
-        expected, idx = [], 0  # E[x_c | k] = mu_kc + sum_{j<c} coeff_kcj E[x_j | k] (logistic edges ignored)
+        expected: list[Tensor] = []
+        idx = 0  # E[x_c | k] = mu_kc + sum_{j<c} coeff_kcj E[x_j | k] (logistic edges ignored)
         for c in range(self.channels):
             m = means[:, :, c]
             for j in range(c):
@@ -254,7 +256,8 @@ class DiscretisedLogisticMixture(Likelihood):
         mu = (means * pick).sum(1)  # (B, C, H, W)
         scale = torch.exp((log_scales * pick).sum(1))
         coef = (coeffs * pick).sum(1)
-        out, idx = [], 0
+        out: list[Tensor] = []
+        idx = 0
         for ch in range(c):
             m = mu[:, ch]
             for j in range(ch):

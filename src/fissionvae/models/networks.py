@@ -5,6 +5,7 @@ Images are (B, C, H, W) floats in [0, 1]; latent codes are (B, d).
 
 from __future__ import annotations
 
+import itertools
 import math
 
 from torch import Tensor, nn
@@ -16,7 +17,7 @@ from fissionvae.models.distributions import DiagGaussian
 def mlp(sizes: list[int], *, final_activation: bool = False) -> nn.Sequential:
     """Linear layers between consecutive ``sizes`` with ReLU in between."""
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(a, b))
         if final_activation or i < len(sizes) - 2:
             layers.append(nn.ReLU())
@@ -78,7 +79,8 @@ class ConvDecoder(nn.Module):
 
 
 def norm_layers(norm: str, channels: int) -> list[nn.Module]:
-    """[] for ``none``; [BatchNorm2d] for ``batch``; [GroupNorm] with the most groups <= 8 dividing ``channels`` for ``group``."""
+    """[] for ``none``; [BatchNorm2d] for ``batch``; [GroupNorm] with the most groups <= 8 dividing ``channels``
+    for ``group``."""
     if norm == "batch":
         return [nn.BatchNorm2d(channels)]
     if norm == "group":
@@ -104,7 +106,7 @@ class ConvGaussianEncoder(nn.Module):
         super().__init__()
         c, h, w = image_shape
         layers: list[nn.Module] = []
-        for c_in, c_out in zip([c, *channels[:-1]], channels):
+        for c_in, c_out in zip([c, *channels[:-1]], channels, strict=True):
             layers += conv_block(nn.Conv2d(c_in, c_out, 3), c_out, norm)
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(channels[-1] * (h - 2 * len(channels)) * (w - 2 * len(channels)), 2 * out_dim)
@@ -128,7 +130,7 @@ class MirrorConvDecoder(nn.Module):
         self.start = (hidden[0], h - 2 * len(hidden), w - 2 * len(hidden))
         self.fc = nn.Linear(latent_dim, math.prod(self.start))
         layers: list[nn.Module] = []
-        for c_in, c_next in zip(hidden[:-1], hidden[1:]):
+        for c_in, c_next in itertools.pairwise(hidden):
             layers += conv_block(nn.ConvTranspose2d(c_in, c_next, 3), c_next, norm)
         layers.append(nn.ConvTranspose2d(hidden[-1], c_out, 3))
         if norm == "batch":
@@ -156,10 +158,11 @@ class StridedConvEncoder(nn.Module):
         down = 2 ** len(channels)
         if not channels or h % down or w % down:
             raise ValueError(
-                f"strided encoder: image sides {h}x{w} must be divisible by 2^{len(channels)} (one halving per channel count {channels})"
+                f"strided encoder: image sides {h}x{w} must be divisible by 2^{len(channels)} (one halving per "
+                f"channel count {channels})"
             )
         layers: list[nn.Module] = []
-        for c_in, c_out in zip([c, *channels[:-1]], channels):
+        for c_in, c_out in zip([c, *channels[:-1]], channels, strict=True):
             layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), *norm_layers(norm, c_out), nn.LeakyReLU(0.2)]
         self.body = nn.Sequential(*layers, nn.Flatten())
         self.head = GaussianMLP(channels[-1] * (h // down) * (w // down), head, out_dim)
@@ -180,12 +183,13 @@ class StridedConvDecoder(nn.Module):
         up = 2 ** len(hidden)
         if not hidden or h % up or w % up:
             raise ValueError(
-                f"strided decoder: image sides {h}x{w} must be divisible by 2^{len(hidden)} (one doubling per channel count {hidden})"
+                f"strided decoder: image sides {h}x{w} must be divisible by 2^{len(hidden)} (one doubling per channel "
+                f"count {hidden})"
             )
         self.start = (hidden[0], h // up, w // up)
         self.fc = mlp([latent_dim, *head, math.prod(self.start)], final_activation=True)
         layers: list[nn.Module] = []
-        for c_in, c_next in zip(hidden[:-1], hidden[1:]):
+        for c_in, c_next in itertools.pairwise(hidden):
             layers += [
                 nn.ConvTranspose2d(c_in, c_next, 4, stride=2, padding=1),
                 *norm_layers(norm, c_next),

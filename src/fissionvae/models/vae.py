@@ -17,15 +17,18 @@ objective (Eq. 3 with the group prior for flat models, Eq. 10 for hierarchical o
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import Tensor, nn
 
 from fissionvae.config import DecoderConfig, ModelConfig, RunConfig
-from fissionvae.models.distributions import DiagGaussian, unit_gaussian_log_prob
+from fissionvae.models.distributions import DiagGaussian, explicit_generator, unit_gaussian_log_prob
 from fissionvae.models.groups import GroupNamed
 from fissionvae.models.likelihoods import build_likelihood
 from fissionvae.models.networks import GaussianMLP, build_image_decoder, build_image_encoder
 from fissionvae.models.priors import prior_means
+from fissionvae.models.protocol import GenerativeModel
 from fissionvae.seeding import stream_seed
 
 PATHWAYS = ("z2", "z1-z2-z1", "z1")
@@ -53,10 +56,17 @@ class Branch(nn.Module):
     def image_params(self, z1: Tensor) -> Tensor:
         return self.x(z1)
 
+    def z1_given_z2(self, z2: Tensor) -> DiagGaussian:
+        """p(z1|z2) of a hierarchical model's branch."""
+        if self.z1 is None:
+            raise ValueError("p(z1|z2) needs a hierarchical model")
+        return self.z1(z2)
+
 
 class FissionVAE(GroupNamed, nn.Module):
     kind = "vae"  # model.kind
-    progress_terms = ("loss",)  # test terms the training progress bar shows
+    progress_terms: tuple[str, ...] = ("loss",)  # test terms the training progress bar shows
+    prior_means: Tensor  # (groups, latent_dim) buffer
 
     def __init__(
         self,
@@ -69,7 +79,8 @@ class FissionVAE(GroupNamed, nn.Module):
         super().__init__()
         self.cfg = cfg
         self.group_names = list(group_names)
-        self.image_shape = tuple(image_shape)
+        c, h, w = image_shape
+        self.image_shape = (int(c), int(h), int(w))
         self.hierarchical = cfg.hierarchical
         self.encoder = nn.ModuleDict(
             {
@@ -92,6 +103,12 @@ class FissionVAE(GroupNamed, nn.Module):
     # ------------------------------------------------------------------ structure
     def branch_index(self, group: int) -> int:
         return group if len(self.branches) > 1 else 0
+
+    def branch(self, index: int) -> Branch:
+        """Decoder branch ``index`` (see :meth:`branch_index`)."""
+        br = self.branches[index]
+        assert isinstance(br, Branch)
+        return br
 
     def owned_prefixes(self, groups: list[int]) -> tuple[str, ...]:
         """State-dict key prefixes a client holding ``groups`` trains and sends back."""
@@ -128,6 +145,7 @@ class FissionVAE(GroupNamed, nn.Module):
 
     def terms(self, x: Tensor, group_ids: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """Named per-image loss terms in nats (each of shape (B,)), incl. ``loss`` and ``neg_elbo``."""
+        generator = explicit_generator(generator)
         q1 = self.encode(x)
         z1 = q1.rsample(generator)
         out: dict[str, Tensor] = {}
@@ -145,7 +163,7 @@ class FissionVAE(GroupNamed, nn.Module):
     def _branch_terms(self, br: Branch, x, q1, z1, z2, idx, generator) -> dict[str, Tensor]:
         terms = {"recon": br.likelihood.nll(br.image_params(_sel(z1, idx)), _sel(x, idx))}
         if z2 is not None:
-            p1 = br.z1(_sel(z2, idx))
+            p1 = br.z1_given_z2(_sel(z2, idx))
             terms["kl_z1"] = DiagGaussian(_sel(q1.mean, idx), _sel(q1.logvar, idx)).kl(p1)
             terms["recon_z2"] = br.likelihood.nll(br.image_params(p1.rsample(generator)), _sel(x, idx))
         return terms
@@ -155,11 +173,11 @@ class FissionVAE(GroupNamed, nn.Module):
         branch_ids = group_ids if len(self.branches) > 1 else torch.zeros_like(group_ids)
         present = torch.unique(branch_ids).tolist()
         if len(present) == 1:
-            return fn(self.branches[present[0]], None)
+            return fn(self.branch(present[0]), None)
         out: dict[str, Tensor] = {}
         for b in present:
             idx = (branch_ids == b).nonzero(as_tuple=True)[0]
-            for name, value in fn(self.branches[b], idx).items():
+            for name, value in fn(self.branch(b), idx).items():
                 if name not in out:
                     out[name] = value.new_zeros((group_ids.shape[0], *value.shape[1:]))
                 out[name] = out[name].index_copy(0, idx, value)
@@ -185,6 +203,7 @@ class FissionVAE(GroupNamed, nn.Module):
         prior on z1 is a training regulariser there, not part of p(x). logsumexp over K minus
         log K is the importance-weighted bound on log p(x) (tighter than the ELBO as K grows).
         """
+        generator = explicit_generator(generator)
         q1 = self.encode(x)
         rows = []
         for _ in range(k):
@@ -193,21 +212,25 @@ class FissionVAE(GroupNamed, nn.Module):
                 q2 = self.encoder["z1"](z1)
                 z2 = q2.rsample(generator)
                 log_prior = unit_gaussian_log_prob(z2) - q2.log_prob(z2)
-                log_joint = self._per_branch(group_ids, lambda br, idx: {"lp": self._hier_log_lik(br, x, z1, z2, idx)})[
-                    "lp"
-                ]
+                log_joint = self._per_branch(group_ids, partial(self._hier_log_lik, x=x, z1=z1, z2=z2))["lp"]
             else:
                 log_prior = unit_gaussian_log_prob(z1, self.prior_means[group_ids])
-                log_joint = -self._per_branch(
-                    group_ids, lambda br, idx: {"nll": br.likelihood.nll(br.image_params(_sel(z1, idx)), _sel(x, idx))}
-                )["nll"]
+                log_joint = -self._per_branch(group_ids, partial(self._flat_nll, x=x, z1=z1))["nll"]
             rows.append(log_joint + log_prior - q1.log_prob(z1))
         return torch.stack(rows)
 
-    def _hier_log_lik(self, br: Branch, x, z1, z2, idx) -> Tensor:
-        """log p(z1|z2) + log p(x|z1) for the images ``idx`` of one branch."""
+    @staticmethod
+    def _hier_log_lik(br: Branch, idx: Tensor | None, *, x: Tensor, z1: Tensor, z2: Tensor) -> dict[str, Tensor]:
+        """{"lp": log p(z1|z2) + log p(x|z1)} for the images ``idx`` of one branch."""
         z1s = _sel(z1, idx)
-        return br.z1(_sel(z2, idx)).log_prob(z1s) - br.likelihood.nll(br.image_params(z1s), _sel(x, idx))
+        return {
+            "lp": br.z1_given_z2(_sel(z2, idx)).log_prob(z1s) - br.likelihood.nll(br.image_params(z1s), _sel(x, idx))
+        }
+
+    @staticmethod
+    def _flat_nll(br: Branch, idx: Tensor | None, *, x: Tensor, z1: Tensor) -> dict[str, Tensor]:
+        """{"nll": -log p(x|z1)} for the images ``idx`` of one branch."""
+        return {"nll": br.likelihood.nll(br.image_params(_sel(z1, idx)), _sel(x, idx))}
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
@@ -237,18 +260,19 @@ class FissionVAE(GroupNamed, nn.Module):
         prior while decoding with ``group``'s branch (the prior-swap experiment, Fig. 10).
         """
         g = self.group_index(group)
+        generator = explicit_generator(generator)
         pathway = pathway or self.default_pathway()
         self._check_pathway(pathway)
-        br = self.branches[self.branch_index(g)]
+        br = self.branch(self.branch_index(g))
         if pathway == "z2":
             z2 = torch.randn(n, self.cfg.z2_dim, generator=generator).to(self.prior_means.device)
-            z1 = br.z1(z2).rsample(generator)
+            z1 = br.z1_given_z2(z2).rsample(generator)
         else:
             mu = self.prior_means[self.group_index(prior_group if prior_group is not None else g)]
             z1 = mu + torch.randn(n, self.cfg.latent_dim, generator=generator).to(mu.device)
             if pathway == "z1-z2-z1":
                 z2 = self.encoder["z1"](z1).rsample(generator)
-                z1 = br.z1(z2).rsample(generator)
+                z1 = br.z1_given_z2(z2).rsample(generator)
         return br.likelihood.mean(br.image_params(z1))
 
     def _check_pathway(self, pathway: str) -> None:
@@ -262,22 +286,25 @@ class FissionVAE(GroupNamed, nn.Module):
             )
 
 
-def build_model(cfg: RunConfig, image_shape: tuple[int, int, int] = (1, 28, 28)) -> FissionVAE:
+def build_model(cfg: RunConfig, image_shape: tuple[int, ...] | list[int] = (1, 28, 28)) -> GenerativeModel:
     """The run's model, initialised from the run seed's ``init`` stream (same weights everywhere).
 
     Every model kind is built here (``model.kind: dcgan`` gives :class:`~fissionvae.models.gan.DCGAN`),
     so engines and commands that build "the run's model" need not know the kinds.
     """
+    if len(image_shape) != 3:
+        raise ValueError(f"image_shape must be (channels, height, width), got {tuple(image_shape)}")
+    c, h, w = (int(v) for v in image_shape)
     if cfg.model.kind == "dcgan":
         from fissionvae.models.gan import build_gan
 
-        return build_gan(cfg, image_shape)  # type: ignore[return-value]
+        return build_gan(cfg, (c, h, w))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(stream_seed(cfg.seed, "init"))
         return FissionVAE(
             cfg.model,
             cfg.group_names,
-            image_shape,
+            (c, h, w),
             group_decoders=[g.decoder for g in cfg.data.groups],
             prior_seed=stream_seed(cfg.seed, "prior"),
         )

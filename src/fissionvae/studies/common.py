@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 from fissionvae import api
-from fissionvae.config import ConfigError, RunConfig, load_config
+from fissionvae.config import ConfigError, PrivacyConfig, RunConfig, load_config
 from fissionvae.evaluation.evaluate import EvalOptions, evaluate_run, weights_digest
 from fissionvae.runs import RunDir
 
@@ -61,6 +61,8 @@ def comparable(cfg: RunConfig) -> dict:
     out = cfg.to_dict()
     for section, key in IGNORED_KEYS:
         out[section].pop(key, None)
+    if out.get("privacy") == dataclasses.asdict(PrivacyConfig()):
+        del out["privacy"]  # runs made before the privacy section existed keep their identity
     return out
 
 

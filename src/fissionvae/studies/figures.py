@@ -55,7 +55,7 @@ def grids_side_by_side(
     fig, axes = plt.subplots(
         1, len(panels), figsize=(len(panels) * width / pixels_per_inch + 0.5, height / pixels_per_inch + 0.6)
     )
-    for ax, (title, _), grid in zip(np.atleast_1d(axes), panels, grids):
+    for ax, (title, _), grid in zip(np.atleast_1d(axes), panels, grids, strict=True):
         ax.imshow(grid, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         ax.set_title(title, fontsize=10)
         ax.axis("off")
@@ -121,11 +121,11 @@ def plot_loss_overlay(curves: dict[str, LossCurve], path: str | Path, log_y: boo
     """
     plt = _plt()
     fig, axes = plt.subplots(1, len(LOSS_TERMS), figsize=(5 * len(LOSS_TERMS), 4))
-    for color, (label, c) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], curves.items()):
-        for ax, (term, _) in zip(axes, LOSS_TERMS):
+    for color, (label, c) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], curves.items(), strict=False):
+        for ax, (term, _) in zip(axes, LOSS_TERMS, strict=True):
             ax.plot(c.x_mid, c.train[term], "-", color=color, marker=".", label=f"{label}: train")
             ax.plot(c.x_end, c.test[term], "--", color=color, marker="x", label=f"{label}: test")
-    for ax, (_, title) in zip(axes, LOSS_TERMS):
+    for ax, (_, title) in zip(axes, LOSS_TERMS, strict=True):
         ax.set_title(title)
         ax.set_ylabel("nats / image")
         if log_y:
@@ -183,7 +183,8 @@ def plot_joint_tsne(
         axes[i].scatter(pts[:, 0], pts[:, 1], s=3, c=predicted, cmap="tab10", vmin=-0.5, vmax=9.5)
         axes[i].set_title(f"{title} ({len(pts)})")
     fig.suptitle(
-        "one t-SNE of all images; colour: label of test images, predicted class of generations (test images grey beside them)",
+        "one t-SNE of all images; colour: label of test images, predicted class of generations (test images grey "
+        "beside them)",
         fontsize=10,
     )
     fig.colorbar(sc, ax=list(axes), ticks=range(10), label="digit", shrink=0.8)

@@ -28,7 +28,7 @@ from fissionvae.federation.flower import messages as wire
 
 if TYPE_CHECKING:  # torch and the training code are imported when a node first trains
     from fissionvae.data.federated import ClientData
-    from fissionvae.models.vae import FissionVAE
+    from fissionvae.models.protocol import GenerativeModel
 
 
 def num_clients(cfg: RunConfig) -> int:
@@ -101,12 +101,12 @@ def load_client_data(cfg: RunConfig, client_id: int, data_dir: str | Path | None
 # A process that serves several messages (Flower's simulation keeps its workers) keeps the last
 # client's data and model template; a fresh process (a deployed SuperNode starts one per message)
 # loads them again.
-_CACHE: dict[tuple, tuple[ClientData, FissionVAE]] = {}
+_CACHE: dict[tuple, tuple[ClientData, GenerativeModel]] = {}
 
 
 def _client(
     cfg: RunConfig, config_json: str, client_id: int, data_dir: str | None, image_shape: tuple[int, ...]
-) -> tuple[ClientData, FissionVAE]:
+) -> tuple[ClientData, GenerativeModel]:
     """The client's data and a model template, on ``train.device`` (as the in-process engine has them)."""
     import dataclasses
 

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from torch import Tensor
 
     from fissionvae.federation.client import ClientResult, LocalTrainSpec
+    from fissionvae.federation.replies import Rejected
 
 ARRAYS, CONFIG, METRICS, META, IDENTITY = "arrays", "config", "metrics", "meta", "identity"
 NUM_EXAMPLES = "num-examples"
@@ -82,6 +83,20 @@ class TrainJob:
     image_shape: tuple[int, ...]
 
 
+def record_int(value: object) -> int:
+    """A record value that must be one integer (a ValueError otherwise: lists, text and bools are refused)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected an integer, got {type(value).__name__}")
+    return value
+
+
+def record_ints(value: object) -> list[int]:
+    """A record value that must be a list of integers."""
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list of integers, got {type(value).__name__}")
+    return [record_int(v) for v in value]
+
+
 def query_content(config_json: str, image_shape: tuple[int, ...]) -> RecordDict:
     return RecordDict({CONFIG: ConfigRecord({"run-config": config_json, "image-shape": [int(s) for s in image_shape]})})
 
@@ -112,17 +127,17 @@ def train_content(
 
 def parse_query(content: RecordDict) -> tuple[RunConfig, tuple[int, ...]]:
     config = content.config_records[CONFIG]
-    return config_from_json(str(config["run-config"])), tuple(int(s) for s in config["image-shape"])
+    return config_from_json(str(config["run-config"])), tuple(record_ints(config["image-shape"]))
 
 
 def parse_train(content: RecordDict) -> TrainJob:
     config = content.config_records[CONFIG]
     return TrainJob(
-        client_id=int(config["client-id"]),
+        client_id=record_int(config["client-id"]),
         weights=record_to_state(content.array_records[ARRAYS]),
         spec=spec_from_json(str(config["spec"])),
         cfg=config_from_json(str(config["run-config"])),
-        image_shape=tuple(int(s) for s in config["image-shape"]),
+        image_shape=tuple(record_ints(config["image-shape"])),
     )
 
 
@@ -130,10 +145,10 @@ def parse_train(content: RecordDict) -> TrainJob:
 
 
 def result_content(result: ClientResult) -> RecordDict:
-    metrics = MetricRecord(
-        {k: (int(v) if isinstance(v, int) else float(v)) for k, v in result.metrics.items()}
-        | {NUM_EXAMPLES: int(result.num_samples)}
-    )
+    values: dict[str, int | float | list[int] | list[float]] = {
+        k: (int(v) if isinstance(v, int) else float(v)) for k, v in result.metrics.items()
+    }
+    metrics = MetricRecord(values | {NUM_EXAMPLES: int(result.num_samples)})
     meta = ConfigRecord(
         {
             "client-id": int(result.client_id),
@@ -145,71 +160,38 @@ def result_content(result: ClientResult) -> RecordDict:
 
 
 def identity_content(client_id: int, node_config: Mapping) -> RecordDict:
-    info = {"client-id": int(client_id)} | {
-        f"node-{k}": v for k, v in node_config.items() if isinstance(v, (str, int, float, bool))
-    }
+    info: dict[str, int | float | str | bytes | bool | list[int] | list[float] | list[str] | list[bytes] | list[bool]]
+    info = {"client-id": int(client_id)}
+    info.update({f"node-{k}": v for k, v in node_config.items() if isinstance(v, (str, int, float, bool))})
     return RecordDict({IDENTITY: ConfigRecord(info)})
 
 
 def parse_identity(content: RecordDict) -> tuple[int, dict]:
     record = content.config_records[IDENTITY]
-    return int(record["client-id"]), {k[len("node-") :]: v for k, v in record.items() if k.startswith("node-")}
+    return record_int(record["client-id"]), {k[len("node-") :]: v for k, v in record.items() if k.startswith("node-")}
 
 
-class UnreadableWeights(Mapping):
-    """Stands in for the weights of a reply that could not be decoded.
+def parse_result(content: RecordDict, expected_client: int) -> ClientResult | Rejected:
+    """The reply to client ``expected_client``'s instruction, decoded but not yet trusted.
 
-    Any look at it raises :class:`InvalidUpdate` with the reason, so the engine's reply check
-    (:func:`~fissionvae.federation.aggregation.check_update`, called by ``run_round``) rejects
-    the reply and logs the reason in metrics.jsonl like any other invalid update.
-    """
-
-    def __init__(self, reason: str):
-        self.reason = reason
-
-    def _fail(self):
-        from fissionvae.federation.aggregation import InvalidUpdate
-
-        raise InvalidUpdate(self.reason)
-
-    def __getitem__(self, key):
-        self._fail()
-
-    def __iter__(self) -> Iterator[str]:
-        self._fail()
-
-    def __len__(self) -> int:
-        self._fail()
-
-
-def unreadable(client_id: int, reason: str) -> ClientResult:
-    """A reply the engine must reject with ``reason`` (see :class:`UnreadableWeights`)."""
-    from fissionvae.federation.client import ClientResult
-
-    return ClientResult(client_id, [], 0, UnreadableWeights(f"client {client_id}: {reason}"), {})  # type: ignore[arg-type]
-
-
-def parse_result(content: RecordDict, expected_client: int, expected_groups: list[int]) -> ClientResult:
-    """The ClientResult of a reply to client ``expected_client``'s instruction.
-
-    A reply whose records are missing or malformed, or that claims another client id or other
-    groups, becomes an :func:`unreadable` result (rejected and logged by the engine).
+    Values are passed on as they came (a count of ``2.5`` or ``"12"`` stays so), for the engine's
+    reply checks (:mod:`fissionvae.federation.replies`) to reject. A reply whose records are missing
+    or cannot be decoded, or that names another client, becomes a :class:`Rejected` with the reason.
     """
     from fissionvae.federation.client import ClientResult
+    from fissionvae.federation.replies import Rejected
 
     try:
-        meta = content.config_records[META]
-        claimed = int(meta["client-id"])
-        if claimed != expected_client:
-            raise ValueError(f"reply claims client {claimed}")
-        num_samples = int(meta[NUM_EXAMPLES])
-        groups = [int(g) for g in meta["groups"]]
-        if groups != list(expected_groups):
-            raise ValueError(f"reply claims groups {groups}, expected {list(expected_groups)}")
-        metrics = {k: v for k, v in content.metric_records[METRICS].items() if k != NUM_EXAMPLES}
-        if not all(isinstance(v, (int, float)) for v in metrics.values()):
-            raise ValueError("non-scalar metrics")
-        weights: Mapping[str, Tensor] = record_to_state(content.array_records[ARRAYS])
+        meta: Mapping[str, Any] = content.config_records[META]  # raw values, checked by the engine
+        claimed = meta["client-id"]
+        if claimed != expected_client or type(claimed) is not int:
+            raise ValueError(f"reply claims client {claimed!r}")
+        groups = meta["groups"]
+        groups = list(groups) if isinstance(groups, list) else groups
+        metrics: dict[str, Any] = {k: v for k, v in content.metric_records[METRICS].items() if k != NUM_EXAMPLES}
+        weights = record_to_state(content.array_records[ARRAYS])
+        result = ClientResult(expected_client, groups, meta[NUM_EXAMPLES], weights, metrics)
     except Exception as exc:  # any decoding problem makes the reply invalid, never fatal
-        return unreadable(expected_client, f"unreadable reply ({type(exc).__name__}: {exc})")
-    return ClientResult(expected_client, groups, num_samples, dict(weights), dict(metrics))
+        reason = str(exc).splitlines()[0][:200] if str(exc) else ""
+        return Rejected(expected_client, f"client {expected_client}: unreadable reply ({type(exc).__name__}: {reason})")
+    return result

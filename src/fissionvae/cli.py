@@ -8,6 +8,7 @@ from pathlib import Path
 
 from fissionvae import __version__
 from fissionvae import cli_options as opts
+from fissionvae.audit import cli as audit_cli
 from fissionvae.config import ConfigError, load_config
 from fissionvae.data.download import DownloadError
 from fissionvae.data.idx import DataFileError
@@ -333,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_config,
         _add_study,
         flower_cli.register,
+        audit_cli.register,
     ):
         add(sub)
     return parser

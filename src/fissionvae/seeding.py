@@ -21,6 +21,7 @@ STREAMS = {
     "sample": 6,
     "prior": 7,
     "privacy": 8,  # DP noise: (0, round, client) at a client, (1, round) at the server
+    "audit": 9,  # fissionvae audit: subsets, posterior draws, k-means (docs/privacy-audit.md)
 }
 
 

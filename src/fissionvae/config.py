@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -42,6 +43,9 @@ class DecoderConfig:
     hidden: list[int] = field(default_factory=lambda: [256, 512])
     latent_hidden: list[int] = field(default_factory=lambda: [64, 64])
     head: list[int] = field(default_factory=list)  # strided: MLP widths from z1 to the first feature map
+    # conv-mirror: normalise the decoder's output logits (Dugdale's notebook: BatchNorm2d(1) before the
+    # sigmoid). false drops that last normalisation layer (our deviation; docs/results/dugdale.md)
+    output_norm: bool = True
 
 
 @dataclass
@@ -129,6 +133,12 @@ class ModelConfig:
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     likelihood: Literal["bernoulli", "gaussian", "dlml"] = "bernoulli"
     dlml_components: int = 10  # K of the discretised logistic mixture (likelihood: dlml)
+    # likelihood: gaussian. The one std shared by all pixels, images, branches and groups (the paper's
+    # "shared global variance"): "learned" (trained, Adam lr gaussian_std_lr, from gaussian_std_init on
+    # the [-1, 1] scale) or "calibrated" (sigma-VAE: closed form from each batch's mean squared error)
+    gaussian_std: Literal["learned", "calibrated"] = "learned"
+    gaussian_std_init: float = 0.5
+    gaussian_std_lr: float = 0.01
 
 
 @dataclass
@@ -452,6 +462,9 @@ def _validate_model(m: ModelConfig, num_groups: int) -> None:
         raise ConfigError(f"model.kl_weight: must be >= 0, got {m.kl_weight}")
     if m.dlml_components < 1:
         raise ConfigError(f"model.dlml_components: must be >= 1, got {m.dlml_components}")
+    for name in ("gaussian_std_init", "gaussian_std_lr"):
+        if not getattr(m, name) > 0 or not math.isfinite(getattr(m, name)):
+            raise ConfigError(f"model.{name}: must be a positive finite number, got {getattr(m, name)}")
     if m.latent_dim < 1 or m.z2_dim < 1:
         raise ConfigError("model.latent_dim and model.z2_dim must be >= 1")
     if m.prior == "learnable" and not m.hierarchical:

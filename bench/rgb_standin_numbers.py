@@ -101,8 +101,7 @@ def floor_numbers(path: Path, data_dir: str | None, extractor) -> dict:
     nats = torch.cat([f.nll(g.test_images) for f, g in zip(floors, groups, strict=True)])
     dims = math.prod(groups[0].test_images.shape[1:])
     gens = [
-        to_uint8(f.sample(FLOOR_SAMPLES, torch_generator(cfg.seed, "sample", 5000 + gi)))
-        for gi, f in enumerate(floors)
+        to_uint8(f.sample(FLOOR_SAMPLES, torch_generator(cfg.seed, "sample", 5000 + gi))) for gi, f in enumerate(floors)
     ]
     fid = fid_of(gens, real_stats(groups, extractor.identity), extractor)
     return {
@@ -124,7 +123,9 @@ def main() -> None:
     out: dict = {"runs": rows, "floor": floor_numbers(args.runs[0], args.data_dir, extractor)}
     claims = [("fed-fission_ld", "fed-fission_d"), ("fed-fission_ld", "fed-fedvae"), ("fed-fission_d", "fed-fission_l")]
     fids = {name: Measured(r["fid"], r["fid_hw"]) for name, r in rows.items()}
-    out["verdicts"] = {f"{a} < {b} (FID)": ordering_verdict(fids[a], fids[b]) for a, b in claims if a in rows and b in rows}
+    out["verdicts"] = {
+        f"{a} < {b} (FID)": ordering_verdict(fids[a], fids[b]) for a, b in claims if a in rows and b in rows
+    }
     print(json.dumps(out, indent=1))
 
 

@@ -130,7 +130,6 @@ def test_verdict_is_noise_aware_and_checks_the_floor():
     assert smoke.startswith("Smoke test only") and "matched" in smoke
 
 
-
 def test_cli_registers_study_dugdale(tmp_path):
     parser = argparse.ArgumentParser(prog="fissionvae")
     register(parser.add_subparsers(dest="command", required=True))

@@ -19,6 +19,8 @@ objective (Eq. 3 with the group prior for flat models, Eq. 10 for hierarchical o
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import torch
 from torch import Tensor, nn
 
@@ -129,7 +131,7 @@ class FissionVAE(GroupNamed, nn.Module):
         if scale is None or not isinstance(scale.log_std, nn.Parameter):
             return torch.optim.Adam(params, lr=lr, fused=fused or None)
         rest = [p for p in params if p is not scale.log_std]
-        groups_ = [{"params": rest}, {"params": [scale.log_std], "lr": self.cfg.gaussian_std_lr}]
+        groups_: list[dict[str, Any]] = [{"params": rest}, {"params": [scale.log_std], "lr": self.cfg.gaussian_std_lr}]
         return torch.optim.Adam(groups_, lr=lr, fused=fused or None)
 
     def local_step(
@@ -265,7 +267,7 @@ class FissionVAE(GroupNamed, nn.Module):
         g = self.group_index(group)
         pathway = pathway or self.default_pathway()
         self._check_pathway(pathway)
-        br = self.branches[self.branch_index(g)]
+        br = cast(Branch, self.branches[self.branch_index(g)])
         if pathway == "z2":
             z2 = torch.randn(n, self.cfg.z2_dim, generator=generator).to(self.prior_means.device)
             z1 = br.z1(z2).rsample(generator)

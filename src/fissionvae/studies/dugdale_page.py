@@ -113,7 +113,8 @@ def page_markdown(
     title = "# Dugdale (2023): federated vs centralised conv VAE on MNIST" + (" (SMOKE TEST)" if smoke else "")
     head = [
         title + "\n",
-        f"Written by `{command}`; runs `{runs['centralized'].run.path}` (centralised) and `{runs['federated'].run.path}` (federated).\n",
+        f"Written by `{command}`; runs `{runs['centralized'].run.path}` (centralised) and "
+        f"`{runs['federated'].run.path}` (federated).\n",
         f"**{verdict_sentence(v, numbers, smoke)}**\n",
         "## Numbers\n",
         numbers_table(numbers),
@@ -132,27 +133,36 @@ def _number_notes(c: dict, floor: dict) -> list[str]:
     reduced = " (REDUCED sample count: compare only with numbers of the same count)" if c["reduced"] else ""
     return [
         (
-            f"- FID: TF-ported FID Inception-v3, {c.get('fid_generated', '-')} generated images per model vs {c.get('fid_real', '-')} "
-            f"test images{reduced}. FID is biased upwards at small counts (about c/N); its ± is the 95% bootstrap interval "
+            f"- FID: TF-ported FID Inception-v3, {c.get('fid_generated', '-')} generated images per model vs "
+            f"{c.get('fid_real', '-')} "
+            f"test images{reduced}. FID is biased upwards at small counts (about c/N); its ± is the 95% bootstrap "
+            "interval "
             "over the generated images."
         ),
         (
-            "- Classifier scores: the evaluation's domain classifier, which for a single MNIST group is a 10-class digit CNN "
-            f"(test accuracy {c['classifier_test_accuracy']:.3f}). Its IS is on a 10-class scale, not the ImageNet Inception's. "
-            "Group purity is trivially 1 with one group, so we report class coverage (how evenly the digits are generated) and the "
+            "- Classifier scores: the evaluation's domain classifier, which for a single MNIST group is a 10-class "
+            "digit CNN "
+            f"(test accuracy {c['classifier_test_accuracy']:.3f}). Its IS is on a 10-class scale, not the ImageNet "
+            "Inception's. "
+            "Group purity is trivially 1 with one group, so we report class coverage (how evenly the digits are "
+            "generated) and the "
             f"confident share (how many generations the classifier recognises with probability >= {CONFIDENT})."
         ),
         (
             f"- NLL: negative ELBO (one z sample per image; ± 1.96 standard errors over the test images) and the "
-            f"importance-weighted bound with K={c['iw_k']}, on {c['nll_images']} test images; Bernoulli likelihood on grey levels."
+            f"importance-weighted bound with K={c['iw_k']}, on {c['nll_images']} test images; Bernoulli likelihood on "
+            "grey levels."
         ),
         (
-            f"- Floor: the mean-image model (each pixel Bernoulli with the mean training intensity), scored on the same "
-            f"{floor.get('test_images', '-')} test images; a model whose reconstruction term is not below it has not learned "
+            "- Floor: the mean-image model (each pixel Bernoulli with the mean training intensity), scored on the "
+            "same "
+            f"{floor.get('test_images', '-')} test images; a model whose reconstruction term is not below it has not "
+            "learned "
             "the digits. Its samples are one repeated image, so it has no FID."
         ),
         (
-            "- Verdict: `match_verdict` of fissionvae.evaluation.noise on FID and -ELBO, each with its noise and a tolerance "
+            "- Verdict: `match_verdict` of fissionvae.evaluation.noise on FID and -ELBO, each with its noise and a "
+            "tolerance "
             "(FID 10%, -ELBO 2% of the two values' mean): same, differs or inconclusive."
         ),
         (
@@ -167,27 +177,34 @@ def _figure_sections(cfg: RunConfig, figures: dict[str, str], tsne: dict[str, in
     return [
         "## Figure 1: reconstructions\n",
         (
-            f"The first {RECON_INPUTS} test images (left) and their reconstructions by the centralised (middle) and federated (right) "
+            f"The first {RECON_INPUTS} test images (left) and their reconstructions by the centralised (middle) and "
+            "federated (right) "
             "model (mean of p(x|z) at z = mean of q(z|x)).\n"
         ),
         f"![Figure 1]({figures['reconstructions']})\n",
         "## Figure 2: generations\n",
         (
-            f"{GENERATIONS} generations per model (mean of p(x|z)), decoded from the same {GENERATIONS} draws z ~ N(0, I): "
+            f"{GENERATIONS} generations per model (mean of p(x|z)), decoded from the same {GENERATIONS} draws z ~ "
+            "N(0, I): "
             "centralised left, federated right.\n"
         ),
         f"![Figure 2]({figures['generations']})\n",
         "## Figure 3: loss curves\n",
         (
-            "Reconstruction (BCE), KL and total loss per image, both runs on one axis: passes over the training set (one centralised "
-            "epoch = 1; one federated round = local epochs x all clients' data). Solid: training loss, the mean over the round "
-            f"(drawn at its middle); dashed: the test subset after the round, in eval mode ({cfg.eval.test_per_group} test images at most).\n"
+            "Reconstruction (BCE), KL and total loss per image, both runs on one axis: passes over the training set "
+            "(one centralised "
+            "epoch = 1; one federated round = local epochs x all clients' data). Solid: training loss, the mean over "
+            "the round "
+            f"(drawn at its middle); dashed: the test subset after the round, in eval mode ({cfg.eval.test_per_group} "
+            "test images at most).\n"
         ),
         f"![Figure 3]({figures['losses']})\n",
         "## Figure 4: t-SNE of test images and generations\n",
         (
-            f"One t-SNE embedding (after PCA to 50 dimensions) of the first {tsne['test']} test images and of {tsne['generated']} "
-            "generations per model (generations, not reconstructions). Left: test images by label; middle and right: test images "
+            f"One t-SNE embedding (after PCA to 50 dimensions) of the first {tsne['test']} test images and of "
+            f"{tsne['generated']} "
+            "generations per model (generations, not reconstructions). Left: test images by label; middle and right: "
+            "test images "
             "in grey, a model's generations coloured by the digit the classifier predicts.\n"
         ),
         f"![Figure 4]({figures['tsne']})\n",
@@ -200,8 +217,10 @@ def _settings_notes(cfg: RunConfig) -> list[str]:
     return [
         "## Settings and deviations from the notebook\n",
         (
-            "- Model: Conv(1->16, k3) BN LeakyReLU(0.01), Conv(16->32, k3) BN LeakyReLU, flatten 32x24x24, linear heads to a "
-            f"{cfg.model.latent_dim}-d mean and log-variance; the decoder mirrors it with transposed convolutions and BatchNorm"
+            "- Model: Conv(1->16, k3) BN LeakyReLU(0.01), Conv(16->32, k3) BN LeakyReLU, flatten 32x24x24, linear "
+            "heads to a "
+            f"{cfg.model.latent_dim}-d mean and log-variance; the decoder mirrors it with transposed convolutions and "
+            "BatchNorm"
             + (", ending in BatchNorm2d(1) before the sigmoid as in the notebook" if out_norm else "")
             + f"; Bernoulli likelihood (sigmoid + BCE summed per image) + KL with beta = {cfg.model.kl_weight:g}."
         ),
@@ -209,23 +228,29 @@ def _settings_notes(cfg: RunConfig) -> list[str]:
             []
             if out_norm
             else [
-                "- **Deviation (this preset): no BatchNorm on the decoder's output** (`model.decoder.output_norm: false`). "
-                "The notebook's BatchNorm2d(1) normalises every batch's output logits to its learned scale and shift, which "
-                "starts at 1 and 0 and moves by about the learning rate per Adam step: black backgrounds need logits far "
-                "below -3, so the model spends thousands of steps with grey backgrounds and a reconstruction term above the "
+                "- **Deviation (this preset): no BatchNorm on the decoder's output** (`model.decoder.output_norm: "
+                "false`). "
+                "The notebook's BatchNorm2d(1) normalises every batch's output logits to its learned scale and shift, "
+                "which "
+                "starts at 1 and 0 and moves by about the learning rate per Adam step: black backgrounds need logits "
+                "far "
+                "below -3, so the model spends thousands of steps with grey backgrounds and a reconstruction term "
+                "above the "
                 "mean-image floor (docs/results/dugdale.md has the controlled runs)."
             ]
         ),
         (
-            "- FedAvg by sample count over the whole state dict: BatchNorm running means and variances are averaged like weights, "
+            "- FedAvg by sample count over the whole state dict: BatchNorm running means and variances are averaged "
+            "like weights, "
             "`num_batches_tracked` takes the maximum (the notebook averages every entry)."
         ),
         (
             "- Optimiser: as in the notebook, each client keeps its own Adam state from round to round "
             "(`federation.client_optimizer: keep`) and the centralised run uses one Adam for all epochs."
             if cfg.federation.client_optimizer == "keep"
-            else "- Deviation: each client creates Adam afresh every round (`federation.client_optimizer: reset`); the notebook "
-            "keeps each client's Adam state across rounds. The centralised run uses one Adam for all epochs."
+            else "- Deviation: each client creates Adam afresh every round (`federation.client_optimizer: reset`); "
+            "the notebook keeps each client's Adam state across rounds. "
+            "The centralised run uses one Adam for all epochs."
         ),
         (
             "- Deviation: the training loss is the batch mean of the per-image sum (the notebook sums over the batch): "

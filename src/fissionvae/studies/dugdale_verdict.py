@@ -60,10 +60,14 @@ def verdict_sentence(v: dict, numbers: dict[str, dict], smoke_test: bool = False
     parts.append(_part("-ELBO", "neg_elbo", v, c, f, " nats/image"))
     head = ""
     if smoke_test:
-        head += "Smoke test only (a few hundred images, a couple of rounds): this verdict says nothing about Dugdale's claim. "
+        head += (
+            "Smoke test only (a few hundred images, a couple of rounds): this verdict says nothing about "
+            "Dugdale's claim. "
+        )
     if not v["beat_floor"]:
         head += (
-            f"At least one model's reconstruction term is not below the mean-image floor ({v['floor_nll']:.1f} nats/image): "
+            f"At least one model's reconstruction term is not below the mean-image floor ({v['floor_nll']:.1f} "
+            "nats/image): "
             "the models have not learned the digits, so the comparison says little. "
         )
     return f"{head}The federated model {words[v['verdict']]}: {'; '.join(parts)}."

@@ -1,13 +1,13 @@
 """Numbers of docs/results/rgb.md that ``evaluate`` does not print, from evaluated stand-in run folders.
 
-Per run: FID with its bootstrap 95% half-width (from the evaluation's cached features), -ELBO and
-IW bits/dim, the last round's test KL share of the loss, the learned global std, the near-duplicate
-share of its generations; for DLML runs also the near-duplicate share and FID of the same model's
-generations drawn as the mixture mean (the old behaviour). Then the floor: the per-pixel Gaussian
-of each group (bits/dim on its test images; FID of 100 samples per group), and the verdicts of the
-ordering claims (``ordering_verdict``).
+Per run (no ``evaluate`` needed): the negative ELBO in bits/dim on the test images, the last round's
+test KL share of the loss, the learned global std against its closed-form optimum, the
+near-duplicate share of its generations; for DLML runs also the near-duplicate share of the same
+model's generations drawn as the mixture mean (the old behaviour). Then the floor, the per-pixel
+Gaussian of each group (bits/dim on its test images). With ``--fid``: FID with a bootstrap 95%
+half-width for each, and the verdicts of the ordering claims (``ordering_verdict``).
 
-    PYTHONPATH=src python bench/rgb_standin_numbers.py runs/rgb/fed-* --data-dir ../shared/data
+    PYTHONPATH=src python bench/rgb_standin_numbers.py runs/rgb/fed-* --data-dir ../shared/data [--fid]
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from fissionvae.evaluation.floor import FloorModel
 from fissionvae.evaluation.inception import resolve_inception_path
 from fissionvae.evaluation.noise import Measured, bootstrap_fid, half_width, ordering_verdict
 from fissionvae.seeding import torch_generator
-from fissionvae.studies.run_noise import fid_measured
 
 FLOOR_SAMPLES = 100  # per group
 
@@ -59,26 +58,34 @@ def optimum_std(model, groups, seed: int) -> float:
     return math.sqrt(se / n)
 
 
-def run_numbers(path: Path, data_dir: str | None, extractor) -> dict:
-    result = json.loads((path / "eval.json").read_text())
+@torch.no_grad()
+def neg_elbo_bpd(model, groups, seed: int) -> float:
+    """Mean negative ELBO over every group's test images, bits/dim (one z per image)."""
+    g = torch_generator(seed, "eval", 10**6)
+    total, n = 0.0, 0
+    for gi, grp in enumerate(groups):
+        x = grp.test_images
+        total += model.terms(x, torch.full((len(x),), gi, dtype=torch.int64), g)["neg_elbo"].sum().item()
+        n += len(x)
+    return total / n / math.prod(groups[0].test_images.shape[1:]) / math.log(2)
+
+
+def run_numbers(path: Path, data_dir: str | None, extractor, samples: int) -> dict:
     model, cfg = load_run(path)
     groups = load_groups(cfg, data_dir)
-    fid = fid_measured(path, result, groups)
-    last = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
-    last_round = [m for m in last if m.get("type") == "round"][-1]
-    nll = result["nll"]["overall"]
+    rounds = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+    last = [m for m in rounds if m.get("type") == "round"][-1]
+    real = [to_uint8(g.test_images) for g in groups]
+    gens = [generate(model, gi, samples, cfg.seed, None) for gi in range(len(groups))]
     out = {
         "run": str(path),
-        "rounds": result["round"],
-        "fid": fid.value,
-        "fid_hw": fid.half_width,
-        "fid_per_group": {k: v["fid"] for k, v in result["fid"]["per_group"].items()},
-        "neg_elbo_bpd": nll["neg_elbo"]["bits_per_dim"],
-        "iw_bpd": nll["iw"]["bits_per_dim"],
-        "kl_share": last_round["test/kl_prior"] / last_round["test/loss"] if "test/kl_prior" in last_round else None,
-        "test_kl": last_round.get("test/kl_prior"),
-        "near_dup": result["collapse"]["near_duplicates"]["share"],
-        "purity": {k: v.get("purity") for k, v in result["classifier"]["per_group"].items()},
+        "rounds": last["round"],
+        "wall_seconds": json.loads((path / "status.json").read_text()).get("wall_seconds"),
+        "neg_elbo_bpd": neg_elbo_bpd(model, groups, cfg.seed),
+        "test_loss": last["test/loss"],
+        "test_kl": last.get("test/kl_prior"),
+        "kl_share": last["test/kl_prior"] / last["test/loss"] if "test/kl_prior" in last else None,
+        "near_dup": near_duplicates(gens, real)["share"],
     }
     if model.pixel_scale is not None:  # the learned std against its closed-form optimum, sqrt(MSE) on test images
         out["std"] = math.exp(model.pixel_scale.log_std.item())
@@ -86,43 +93,48 @@ def run_numbers(path: Path, data_dir: str | None, extractor) -> dict:
     if cfg.model.likelihood == "dlml":  # the same model's generations as the mixture mean (the old default)
         for br in model.branches:
             br.likelihood.generation = "mean"
-        counts = [s["generated"] for s in result["fid"]["per_group"].values()]
-        means = [generate(model, gi, n, cfg.seed, None) for gi, n in enumerate(counts)]
-        out["mean_draw_near_dup"] = near_duplicates(means, [to_uint8(g.test_images) for g in groups])["share"]
-        m = fid_of(means, real_stats(groups, extractor.identity), extractor)
-        out["mean_draw_fid"], out["mean_draw_fid_hw"] = m.value, m.half_width
+        means = [generate(model, gi, samples, cfg.seed, None) for gi in range(len(groups))]
+        out["mean_draw_near_dup"] = near_duplicates(means, real)["share"]
+        out["sample_vs_mean_abs_diff"] = (torch.cat(gens).float() - torch.cat(means).float()).abs().mean().item() / 255
+        if extractor is not None:
+            m = fid_of(means, real_stats(groups, extractor.identity), extractor)
+            out["mean_draw_fid"], out["mean_draw_fid_hw"] = m.value, m.half_width
+    if extractor is not None:
+        f = fid_of(gens, real_stats(groups, extractor.identity), extractor)
+        out["fid"], out["fid_hw"] = f.value, f.half_width
     return out
 
 
-def floor_numbers(path: Path, data_dir: str | None, extractor) -> dict:
+def floor_numbers(path: Path, data_dir: str | None, extractor, samples: int) -> dict:
     _, cfg = load_run(path)
     groups = load_groups(cfg, data_dir)
     floors = [FloorModel.fit(g.train_images, "gaussian") for g in groups]
     nats = torch.cat([f.nll(g.test_images) for f, g in zip(floors, groups, strict=True)])
     dims = math.prod(groups[0].test_images.shape[1:])
-    gens = [
-        to_uint8(f.sample(FLOOR_SAMPLES, torch_generator(cfg.seed, "sample", 5000 + gi))) for gi, f in enumerate(floors)
-    ]
-    fid = fid_of(gens, real_stats(groups, extractor.identity), extractor)
-    return {
+    gens = [to_uint8(f.sample(samples, torch_generator(cfg.seed, "sample", 5000 + gi))) for gi, f in enumerate(floors)]
+    out = {
         "nll_bpd": nats.mean().item() / dims / math.log(2),
-        "fid": fid.value,
-        "fid_hw": fid.half_width,
         "near_dup": near_duplicates(gens, [to_uint8(g.test_images) for g in groups])["share"],
     }
+    if extractor is not None:
+        fid = fid_of(gens, real_stats(groups, extractor.identity), extractor)
+        out["fid"], out["fid_hw"] = fid.value, fid.half_width
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--samples", type=int, default=100, help="generated images per group")
+    ap.add_argument("--fid", action="store_true", help="also FID with a bootstrap interval (Inception: slow on a CPU)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    extractor = InceptionFeatures(resolve_inception_path(None), progress=False)
-    rows = {p.name: run_numbers(p, args.data_dir, extractor) for p in args.runs if (p / "eval.json").is_file()}
-    out: dict = {"runs": rows, "floor": floor_numbers(args.runs[0], args.data_dir, extractor)}
+    extractor = InceptionFeatures(resolve_inception_path(None), progress=False) if args.fid else None
+    rows = {p.name: run_numbers(p, args.data_dir, extractor, args.samples) for p in args.runs}
+    out: dict = {"runs": rows, "floor": floor_numbers(args.runs[0], args.data_dir, extractor, args.samples)}
     claims = [("fed-fission_ld", "fed-fission_d"), ("fed-fission_ld", "fed-fedvae"), ("fed-fission_d", "fed-fission_l")]
-    fids = {name: Measured(r["fid"], r["fid_hw"]) for name, r in rows.items()}
+    fids = {name: Measured(r["fid"], r["fid_hw"]) for name, r in rows.items() if "fid" in r}
     out["verdicts"] = {
         f"{a} < {b} (FID)": ordering_verdict(fids[a], fids[b]) for a, b in claims if a in rows and b in rows
     }

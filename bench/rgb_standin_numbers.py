@@ -70,6 +70,34 @@ def neg_elbo_bpd(model, groups, seed: int) -> float:
     return total / n / math.prod(groups[0].test_images.shape[1:]) / math.log(2)
 
 
+@torch.no_grad()
+def per_image_neg_elbo(path: Path, data_dir: str | None) -> torch.Tensor:
+    """Per-image negative ELBO (nats) on every group's test images, the evaluation's seeded z draws."""
+    model, cfg = load_run(path)
+    g = torch_generator(cfg.seed, "eval", 10**6)
+    groups = load_groups(cfg, data_dir)
+    return torch.cat(
+        [
+            model.terms(grp.test_images, torch.full((len(grp.test_images),), gi, dtype=torch.int64), g)["neg_elbo"]
+            for gi, grp in enumerate(groups)
+        ]
+    ).double()
+
+
+def paired_neg_elbo_verdict(a: Path, b: Path, data_dir: str | None) -> dict:
+    """ "a has the lower -ELBO than b" by the ordering rule, with the noise of the paired per-image difference."""
+    ea, eb = per_image_neg_elbo(a, data_dir), per_image_neg_elbo(b, data_dir)
+    diff = eb - ea
+    hw = 1.959964 * diff.std().item() / math.sqrt(len(diff))
+    return {
+        "a": ea.mean().item(),
+        "b": eb.mean().item(),
+        "gap_b_minus_a": diff.mean().item(),
+        "paired_half_width": hw,
+        "verdict": ordering_verdict(Measured(ea.mean().item(), 0.0), Measured(eb.mean().item(), hw)),
+    }
+
+
 def run_numbers(path: Path, data_dir: str | None, extractor, samples: int) -> dict:
     model, cfg = load_run(path)
     groups = load_groups(cfg, data_dir)
@@ -127,9 +155,13 @@ def main() -> None:
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--samples", type=int, default=100, help="generated images per group")
+    ap.add_argument("--paired", nargs=2, type=Path, metavar=("A", "B"), help="only: is A's -ELBO lower than B's?")
     ap.add_argument("--fid", action="store_true", help="also FID with a bootstrap interval (Inception: slow on a CPU)")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.paired:
+        print(json.dumps(paired_neg_elbo_verdict(*args.paired, args.data_dir), indent=1))
+        return
     extractor = InceptionFeatures(resolve_inception_path(None), progress=False) if args.fid else None
     rows = {p.name: run_numbers(p, args.data_dir, extractor, args.samples) for p in args.runs}
     out: dict = {"runs": rows, "floor": floor_numbers(args.runs[0], args.data_dir, extractor, args.samples)}

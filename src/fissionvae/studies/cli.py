@@ -47,7 +47,8 @@ def _add_dugdale(studies: argparse._SubParsersAction) -> None:
     d.add_argument(
         "--preset",
         choices=sorted(PRESETS),
-        help="full (default: the paper's settings), reduced (sized for 2 CPU cores) or quick",
+        help="full (default: the paper's settings), reduced (sized for 2 CPU cores), fixed (reduced data, no BatchNorm "
+        "on the decoder output: our deviation, docs/results/dugdale.md) or quick (a smoke test)",
     )
     d.add_argument("--out", type=Path, help="folder of the figure page (default: <runs-dir>/study-dugdale-<preset>)")
     d.add_argument(

@@ -65,7 +65,8 @@ import torch
 
 from fissionvae.config import load_config
 from fissionvae.data.federated import client_groups
-from fissionvae.federation.flower.launch import FlowerOptions, LocalDeployment, train_with_flower
+from fissionvae.federation.flower.deployment import LocalDeployment
+from fissionvae.federation.flower.launch import FlowerOptions, train_with_flower
 from fissionvae.federation.sampling import sample_participants
 from fissionvae.runs import RunDir
 
@@ -230,7 +231,7 @@ def run_engine(
                 cfg,
                 run,
                 "flower",
-                deployment.address,
+                deployment.control_address,
                 options=FlowerOptions(
                     echo=False, node_wait=0 if len(deployment.clients) < len(client_groups(cfg)) else 300
                 ),

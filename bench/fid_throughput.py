@@ -1,4 +1,4 @@
-"""FID feature-extraction throughput: fp32 vs channels-last vs bf16 autocast vs both.
+"""FID feature-extraction throughput: torch (fp32, channels-last, bf16 autocast), OpenVINO, ONNX Runtime.
 
 Runs every configuration on the same images (N MNIST + N FashionMNIST test images), reports
 images/s and how far each configuration moves FID against float32:
@@ -6,6 +6,10 @@ images/s and how far each configuration moves FID against float32:
 * ``FID(M,F)``: FID between the MNIST and the FashionMNIST features of that configuration,
   and its difference to the float32 number;
 * ``FID(fp32,cfg)``: FID between float32 and the configuration's features of the same images.
+
+The OpenVINO / ONNX Runtime rows run the exported network (exported once and cached beside the
+``.pt``, see ``fissionvae.evaluation.exported``); ``--reference`` picks the configuration the
+others are compared with (``channels_last`` is today's torch default).
 
 A second pass times a few batch sizes per configuration on a smaller set.  Configurations are
 run chunk by chunk in turn, so load from other processes affects all of them alike; the load
@@ -16,11 +20,14 @@ Usage::
 
     .venv/bin/python bench/fid_throughput.py --n 500 --batch-sizes 16 32 64 --json out.json
     .venv/bin/python bench/fid_throughput.py --threads 1 --n 100 --json out-1thread.json
+    .venv/bin/python bench/fid_throughput.py --n 250 --batch-size 16 --batch-sizes \\
+        --configs channels_last openvino onnx openvino-bf16 --reference channels_last --json runtimes.json
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import platform
@@ -32,8 +39,10 @@ import numpy as np
 import torch
 
 from fissionvae.data.sources import load_split
+from fissionvae.evaluation.exported import relative_difference
 from fissionvae.evaluation.fid import InceptionFeatures, feature_stats, fid_from_stats
 from fissionvae.evaluation.inception import load_inception
+from fissionvae.evaluation.runtimes import RuntimeFeatures, feature_extractor
 
 CONFIGS = {
     "fp32": {"channels_last": False, "bf16": False},
@@ -41,6 +50,13 @@ CONFIGS = {
     "bf16": {"channels_last": False, "bf16": True},
     "channels_last+bf16": {"channels_last": True, "bf16": True},
 }
+# exported network under another runtime (fissionvae.evaluation.runtimes): (runtime, bf16)
+RUNTIME_CONFIGS = {
+    "openvino": ("openvino", False),
+    "onnx": ("onnx", False),
+    "openvino-bf16": ("openvino", True),
+}
+ALL_CONFIGS = [*CONFIGS, *RUNTIME_CONFIGS]
 
 
 def default_data_dir() -> str | None:
@@ -68,14 +84,15 @@ def parse_args() -> argparse.Namespace:
         "--configs",
         nargs="*",
         default=list(CONFIGS),
-        choices=list(CONFIGS),
-        help="configurations of the main pass (fp32 is the FID reference)",
+        choices=ALL_CONFIGS,
+        help="configurations of the main pass",
     )
+    parser.add_argument("--reference", default="fp32", choices=ALL_CONFIGS, help="the FID reference configuration")
     parser.add_argument(
         "--sweep-configs",
         nargs="*",
         default=["fp32", "channels_last"],
-        choices=list(CONFIGS),
+        choices=ALL_CONFIGS,
         help="configurations of the batch-size sweep",
     )
     parser.add_argument(
@@ -100,8 +117,18 @@ def machine() -> dict[str, object]:
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
+        "openvino": _version("openvino"),
+        "onnxruntime": _version("onnxruntime"),
         "load_average_1_5_15": os.getloadavg(),
     }
+
+
+def _version(package: str) -> str | None:
+    """Installed version of an optional package, or None."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def load_images(n: int, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
@@ -111,9 +138,18 @@ def load_images(n: int, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
     return mnist[:n], fashion[:n]
 
 
-def make_extractor(name: str, batch_size: int, path: str | None) -> InceptionFeatures:
-    """Build a fresh extractor (own network copy) warmed up with two batches."""
-    extractor = InceptionFeatures(model=load_inception(path), batch_size=batch_size, progress=False, **CONFIGS[name])
+def make_extractor(name: str, batch_size: int, path: str | None) -> InceptionFeatures | RuntimeFeatures:
+    """Build a fresh extractor (own network copy or compiled export) warmed up with two batches."""
+    extractor: InceptionFeatures | RuntimeFeatures
+    if name in RUNTIME_CONFIGS:
+        runtime, bf16 = RUNTIME_CONFIGS[name]
+        built = feature_extractor(runtime, path, bf16=bf16, batch_size=batch_size, progress=False)
+        assert isinstance(built, RuntimeFeatures)
+        extractor = built
+    else:
+        extractor = InceptionFeatures(
+            model=load_inception(path), batch_size=batch_size, progress=False, **CONFIGS[name]
+        )
     warm = np.zeros((batch_size, 28, 28), dtype=np.uint8)
     for _ in range(2):
         extractor.features_of_batch(warm)
@@ -121,7 +157,7 @@ def make_extractor(name: str, batch_size: int, path: str | None) -> InceptionFea
 
 
 def interleaved(
-    extractors: dict[str, InceptionFeatures], images: np.ndarray, chunk: int
+    extractors: dict[str, InceptionFeatures | RuntimeFeatures], images: np.ndarray, chunk: int
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Features and (wall, process CPU) seconds per configuration, run chunk by chunk in turn.
 
@@ -153,7 +189,7 @@ def main_pass(args: argparse.Namespace, mnist: np.ndarray, fashion: np.ndarray) 
             f"{results[name]['images_per_cpu_s']:6.2f} img per CPU-s",
             flush=True,
         )
-    return add_fid(results, features, len(mnist))
+    return add_fid(results, features, len(mnist), args.reference)
 
 
 def rates(count: int, seconds: np.ndarray) -> dict[str, float]:
@@ -166,9 +202,12 @@ def rates(count: int, seconds: np.ndarray) -> dict[str, float]:
     }
 
 
-def add_fid(results: dict, features: dict, n: int) -> dict:
-    """Add FID(M,F), its change against fp32 and FID(fp32 features, cfg features)."""
-    reference = features.get("fp32")
+def add_fid(results: dict, features: dict, n: int, reference_name: str = "fp32") -> dict:
+    """Add FID(M,F), its change against the reference and FID(reference features, cfg features).
+
+    The keys keep their historical names (``delta_vs_fp32`` ...): the reference is ``reference_name``.
+    """
+    reference = features.get(reference_name)
     ref_fid = None
     if reference is not None:
         ref_fid = fid_from_stats(feature_stats(reference[:n]), feature_stats(reference[n:]))
@@ -182,6 +221,8 @@ def add_fid(results: dict, features: dict, n: int) -> dict:
                 fid_from_stats(feature_stats(reference[n:]), feature_stats(feats[n:])),
             )
             results[name]["max_abs_feature_diff"] = float(np.abs(feats - reference).max())
+            results[name]["max_relative_feature_diff"] = relative_difference(feats, reference)
+            results[name]["speedup_vs_reference"] = results[reference_name]["seconds"] / results[name]["seconds"]
     return results
 
 
@@ -218,6 +259,7 @@ def main() -> None:
         "machine": info,
         "n_per_dataset": args.n,
         "batch_size": args.batch_size,
+        "reference": args.reference,
         "main": main_pass(args, mnist, fashion),
     }
     if args.batch_sizes:

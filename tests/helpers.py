@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from fissionvae.config import RunConfig, deep_merge, load_config
@@ -46,3 +47,40 @@ def tiny_config(data_dir: Path, **sections) -> RunConfig:
         "eval": {"test_per_group": 100, "grid_size": 16, "recon_per_group": 4},
     }
     return load_config(raw=deep_merge(raw, sections))
+
+
+def _parents() -> dict[int, int]:
+    """PID -> parent PID of every process (from /proc)."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    stat = fh.read()
+            except OSError:
+                continue
+            out[int(entry)] = int(stat[stat.rfind(")") + 2 :].split()[1])
+    return out
+
+
+def children(pid: int | None = None) -> set[int]:
+    """PIDs of the child processes of ``pid`` (default: this process)."""
+    me = os.getpid() if pid is None else pid
+    return {p for p, parent in _parents().items() if parent == me}
+
+
+def descendants(pid: int) -> set[int]:
+    """PIDs of ``pid``'s children, their children, and so on."""
+    parents = _parents()
+    out, todo = set(), [pid]
+    while todo:
+        here = todo.pop()
+        new = {p for p, parent in parents.items() if parent == here} - out
+        out |= new
+        todo.extend(new)
+    return out
+
+
+def assert_gone(pids, before):
+    assert not any(os.path.exists(f"/proc/{p}") for p in pids), "a worker process is still alive (or unreaped)"
+    assert children() - before == set()

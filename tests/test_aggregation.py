@@ -4,8 +4,9 @@ import pytest
 import torch
 from tests.helpers import tiny_config
 
-from fissionvae.federation.aggregation import InvalidUpdate, aggregate, check_update, weighted_average
+from fissionvae.federation.aggregation import aggregate, weighted_average
 from fissionvae.federation.client import ClientResult
+from fissionvae.federation.replies import InvalidUpdate, check_update
 from fissionvae.models.vae import build_model
 
 
@@ -87,14 +88,14 @@ def test_real_model_branches_aggregate_within_group(tmp_path):
 )
 def test_check_update_rejects_bad_replies(weights, match):
     with pytest.raises(InvalidUpdate, match=match):
-        check_update(GLOBAL, ["encoder.w", "branches.0.w"], reply(0, 0, 10, **weights))
+        check_update(GLOBAL, ["encoder.w", "branches.0.w"], reply(0, 0, 10, **weights), 10)
 
 
 def test_check_update_rejects_wrong_dtype_and_sample_count():
     good = {"encoder.w": torch.zeros(2), "branches.0.w": torch.zeros(1)}
     with pytest.raises(InvalidUpdate, match="float64"):
         check_update(
-            GLOBAL, list(good), ClientResult(0, [0], 5, good | {"encoder.w": torch.zeros(2, dtype=torch.float64)})
+            GLOBAL, list(good), ClientResult(0, [0], 5, good | {"encoder.w": torch.zeros(2, dtype=torch.float64)}), 5
         )
-    with pytest.raises(InvalidUpdate, match="num_samples"):
-        check_update(GLOBAL, list(good), ClientResult(0, [0], 0, good))
+    with pytest.raises(InvalidUpdate, match="sample count must be a positive int"):
+        check_update(GLOBAL, list(good), ClientResult(0, [0], 0, good), None)

@@ -163,8 +163,8 @@ def test_invalid_and_missing_replies_are_logged_not_averaged(tmp_path, shared_da
     fed = Federation.from_config(cfg)
     honest = InProcessDispatcher(fed)
 
-    def flaky(weights, round_index, participants, spec):
-        replies = honest(weights, round_index, participants[1:], spec)  # client 0 never answers
+    def flaky(weights, round_index, participants, spec, client_states):
+        replies = honest(weights, round_index, participants[1:], spec, client_states)  # client 0 never answers
         bad = replies[0]
         bad.weights[next(iter(bad.weights))] = bad.weights[next(iter(bad.weights))] * float("nan")
         return replies

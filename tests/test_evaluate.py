@@ -11,6 +11,7 @@ from fissionvae.evaluation import evaluate as ev
 from fissionvae.evaluation.evaluate import EvalOptions, evaluate_run, pooled_stats, split_counts
 from fissionvae.evaluation.fid import InceptionFeatures, feature_stats
 from fissionvae.evaluation.report import make_report, model_label, paper_numbers
+from fissionvae.evaluation.runtimes import RuntimeFeatures, resolve_runtime
 from fissionvae.federation.engine import train
 from fissionvae.federation.state import CheckpointError
 from fissionvae.runs import RunDir, RunDirError
@@ -59,6 +60,9 @@ def test_evaluate_writes_all_metrics_and_resumes_from_cache(runs, isolated_cache
         "fashion": 60,
     }
     assert saved["fid"]["per_group"]["mnist"]["generated"] == 60 and saved["fid"]["overall"] > 0
+    # the default runtime (auto) is fp32 whichever it picks, and eval.json says which
+    assert saved["fid"]["runtime"] == resolve_runtime("auto") and saved["options"]["fid_runtime"] == "auto"
+    assert saved["fid"]["precision"] == "fp32" and saved["fid"]["paper_comparable"] is True
     assert all(0 <= g["purity"] <= 1 for g in saved["classifier"]["per_group"].values())
     assert 1 <= saved["classifier"]["is_domain"]["mean"] <= 20
     nll = saved["nll"]["overall"]
@@ -77,6 +81,7 @@ def test_evaluate_writes_all_metrics_and_resumes_from_cache(runs, isolated_cache
         raise AssertionError("features recomputed despite the cache")
 
     monkeypatch.setattr(InceptionFeatures, "__call__", boom)
+    monkeypatch.setattr(RuntimeFeatures, "__call__", boom)
     monkeypatch.setattr(ev, "nll_report", lambda *a, **k: (_ for _ in ()).throw(AssertionError("NLL recomputed")))
     again = evaluate_run(run.path, EvalOptions(iw_samples=5, inception=isolated_cache, tsne=False, progress=False))
     assert again["fid"]["overall"] == pytest.approx(result["fid"]["overall"])
@@ -99,6 +104,38 @@ def test_reduced_evaluation_is_flagged(runs, isolated_cache):
         and result["num_samples"] == 40
         and result["samples_per_group"] == {"mnist": 20, "fashion": 20}
     )
+
+
+def test_unavailable_fid_runtime_is_a_one_line_error_before_any_write(runs, isolated_cache, monkeypatch, capsys):
+    from fissionvae.cli import main
+    from fissionvae.evaluation import runtimes
+
+    monkeypatch.setattr(runtimes, "installed", lambda name: name == "torch")
+    run = runs["centralized"].path
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    assert (
+        main(["evaluate", str(run), "--fid-runtime", "openvino", "--inception", isolated_cache, "--no-progress"]) == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert err == "fissionvae: error: --fid-runtime openvino: the package 'openvino' is not installed"
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
+
+
+def test_summary_flags_bf16_fid_as_a_quick_look():
+    result = {
+        "name": "r",
+        "mode": "federated",
+        "round": 1,
+        "rounds_planned": 1,
+        "num_samples": 4,
+        "reduced": False,
+        "fid": {"overall": 3.0, "per_group": {"a": {"fid": 3.0}}, "precision": "bf16", "paper_comparable": False},
+        "classifier": {"is_domain": {"mean": 1.0, "std": 0.0}, "per_group": {"a": {"purity": 1.0}}},
+        "nll": {"skipped": "GAN"},
+    }
+    assert "quick look, not comparable" in ev.summary_lines(result)[1]
+    result["fid"] |= {"precision": "fp32", "paper_comparable": True}
+    assert ev.summary_lines(result)[1] == "FID overall 3.00 (per group: a 3.00)"
 
 
 def test_bad_runs_give_clear_errors_and_write_nothing(tmp_path, shared_data_dir, isolated_cache):

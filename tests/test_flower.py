@@ -10,10 +10,16 @@ join, and that no process survives (by PID, and by FLWR_HOME in /proc/*/environ)
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import http.server
 import json
+import os
+import signal
+import ssl
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -37,14 +43,19 @@ from fissionvae.data.federated import build_clients, client_groups, load_groups 
 from fissionvae.federation.client import LocalTrainSpec  # noqa: E402
 from fissionvae.federation.engine import Federation, InProcessDispatcher, train  # noqa: E402
 from fissionvae.federation.flower import clientapp, messages  # noqa: E402
-from fissionvae.federation.flower.launch import (  # noqa: E402
-    FlowerOptions,
-    LocalDeployment,
-    ProcessSet,
+from fissionvae.federation.flower.bindings import BindingsError, NodeBinding, add_binding, client_nodes  # noqa: E402
+from fissionvae.federation.flower.commands import (  # noqa: E402
+    CONNECTION,
+    FlowerRunError,
+    flower_env,
+    flwr,
     node_configs,
-    processes_with_home,
-    train_with_flower,
+    write_connection,
 )
+from fissionvae.federation.flower.deployment import LocalDeployment  # noqa: E402
+from fissionvae.federation.flower.gate import FleetGate  # noqa: E402
+from fissionvae.federation.flower.launch import FlowerOptions, train_with_flower  # noqa: E402
+from fissionvae.federation.flower.processes import ProcessSet, processes_with_home  # noqa: E402
 from fissionvae.federation.flower.security import (  # noqa: E402
     generate_certificates,
     generate_node_keys,
@@ -226,6 +237,10 @@ def _tamper_by_round(plan):
             return None
         if action == "error":
             return Message(Error(code=2, reason="ClientApp crashed (test)"), reply_to=msg)
+        if isinstance(action, tuple):  # (record, key, value): a crafted meta or metric entry
+            record, key, value = action
+            reply.content[record][key] = value
+            return reply
         arrays = reply.content.array_records["arrays"]
         state = messages.record_to_state(arrays)
         key = sorted(state)[0]
@@ -286,6 +301,28 @@ def test_bad_and_missing_replies_are_rejected_logged_and_never_averaged(tmp_path
     assert "crashed" in exchanges[1]["errors"][0]["reason"]
 
 
+def test_crafted_counts_and_metrics_are_rejected_and_the_server_counts_are_used(tmp_path, shared_data_dir):
+    cfg = tiny_config(shared_data_dir, federation={"participation": 1.0}, train={"rounds": 1})
+    run = RunDir.create(tmp_path, cfg, "crafted")
+    fed = Federation.from_config(cfg, with_clients=False)
+    plan = {
+        (1, 1): ("meta", "num-examples", 10**400),  # 400 digits: crashed the server before
+        (1, 2): ("meta", "num-examples", "12"),
+        (1, 3): ("metrics", "loss", float("nan")),
+    }
+    grid = FakeGrid(cfg, None, tamper=_tamper_by_round(plan))
+    strategy = GroupFedAvg(fed, NodeDirectory(grid, fed, poll_interval=0.01))
+    state = train(cfg, run, progress=False, federation=fed, dispatch=FlowerDispatcher(grid, strategy, 1.0, 0.05))
+    (summary,) = [m for m in run.metrics() if m["type"] == "round"]
+    reasons = {x["client"]: x["reason"] for x in summary["rejected"]}
+    assert summary["clients"] == [0] and not summary["failed"] and sorted(reasons) == [1, 2, 3]
+    assert "positive int" in reasons[1] and "'12'" in reasons[2] and "not a finite number" in reasons[3]
+    (line,) = [m for m in run.metrics() if m["type"] == "client"]
+    assert line["num_samples"] == fed.client_sizes[0] == 200
+    initial = fed.initial_state().weights  # only client 0 (mnist) counted: the fashion branch is untouched
+    assert all(torch.equal(state.weights[k], initial[k]) for k in initial if k.startswith("branches.1."))
+
+
 def test_a_client_without_a_node_is_missing_and_its_group_branch_kept(tmp_path, shared_data_dir):
     cfg = tiny_config(shared_data_dir, federation={"participation": 1.0}, train={"rounds": 1})
     run = RunDir.create(tmp_path, cfg, "nonode")
@@ -335,6 +372,100 @@ def test_node_directory_restores_answers_and_never_stalls_rounds_on_a_silent_nod
     pushed = []
     grid.push_messages = lambda msgs, push=grid.push_messages: pushed.extend(msgs) or push(msgs)
     assert again.refresh([0, 1, 2]) == [1] and pushed == [] and again.node_of(2) == 1002
+
+
+def test_node_bindings_give_each_client_to_one_registered_node(tmp_path, shared_data_dir):
+    """The operator's bindings file: validated, no client or key twice, and the node directory
+    accepts a claim to a client only from the node bound to it (not first come, first served)."""
+    cfg = tiny_config(shared_data_dir)  # mnist 0-1, fashion 0-1: clients 0-3
+    path = tmp_path / "bindings.json"
+    key = "ecdsa-sha2-nistp384 AAAA{}"
+    add_binding(path, NodeBinding({"group": "mnist", "partition": 0}, 1000, key.format(0)))
+    add_binding(path, NodeBinding({"group": "fashion", "partition": 1}, 1003, key.format(3)))
+    before = path.read_bytes()
+    for clash in (
+        NodeBinding({"group": "mnist", "partition": 0}, 1005, key.format(5)),  # client taken
+        NodeBinding({"group": "mnist", "partition": 1}, 1005, key.format(0)),  # key taken
+    ):
+        with pytest.raises(BindingsError, match="already bound"):
+            add_binding(path, clash)
+    assert path.read_bytes() == before  # nothing half-written
+    assert client_nodes(path, cfg, clientapp.client_id_for) == {0: 1000, 3: 1003}
+    for text, message in (
+        ("{", "not a node-bindings file"),
+        ('{"version": 2, "bindings": []}', "version 1"),
+        (
+            '{"version": 1, "bindings": [{"node-config": {"group": "mnist"}, "node-id": -1, "public-key": "x"}]}',
+            "node-id",
+        ),
+        (
+            '{"version": 1, "bindings": [{"node-config": {"group": "dogs", "partition": 0}, "node-id": 7, '
+            '"public-key": "ecdsa-sha2-nistp384 A"}]}',
+            "no such group",
+        ),
+    ):
+        bad = tmp_path / "bad.json"
+        bad.write_text(text)
+        with pytest.raises(BindingsError, match=message) as err:
+            client_nodes(bad, cfg, clientapp.client_id_for)
+        assert str(bad) in str(err.value)
+
+    fed = Federation.from_config(cfg, with_clients=False)
+    directory = NodeDirectory(FakeGrid(cfg, None), fed, poll_interval=0.01, bindings={0: 1000, 3: 1003})
+    directory._register(1001, 0, {"group": "mnist", "partition": 0})  # another node claims client 0 first
+    directory._register(1002, 2, {"group": "fashion", "partition": 0})  # a client bound to no node
+    directory._register(1000, 0, {"group": "mnist", "partition": 0})
+    assert directory.node_of_client == {0: 1000}
+
+
+def test_fleet_gate_forwards_the_fleet_api_and_refuses_the_control_api():
+    """The SuperLink's public address (the gate) forwards POST /v1/fleet/<name> and GET /health
+    only; control and runtime API requests never reach the SuperLink."""
+    seen = []
+
+    class Upstream(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            seen.append(self.path)
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST
+
+        def log_message(self, *args):
+            pass
+
+    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
+    gate = FleetGate(("127.0.0.1", 0), upstream.server_address[:2], None, None)
+    for server in (upstream, gate):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        host, port = gate.server_address[:2]
+
+        def call(method, path, body=b"x"):
+            conn = http.client.HTTPConnection(host, port, timeout=10)
+            conn.request(method, path, body=body)
+            res = conn.getresponse()
+            return res.status, res.read()
+
+        assert call("POST", "/v1/fleet/pull-messages", b"payload") == (200, b"payload")
+        for method, path in (
+            ("POST", "/v1/control/register-node"),
+            ("POST", "/v1/control/start-run"),
+            ("POST", "/v1/runtime/pull-messages"),
+            ("POST", "/v1/fleet/../control/register-node"),
+            ("POST", "/v1/fleet/pull-messages?x=1"),
+            ("PUT", "/v1/fleet/pull-messages"),
+            ("GET", "/v1/control/list-runs"),
+        ):
+            assert call(method, path)[0] == 403, path
+        assert seen == ["/v1/fleet/pull-messages"]
+    finally:
+        for server in (upstream, gate):
+            server.shutdown()
+            server.server_close()
 
 
 def test_flower_engines_refuse_client_state_configs_before_writing(tmp_path, shared_data_dir):
@@ -388,8 +519,9 @@ def reference(tmp_path_factory, shared_data_dir):
     fed = Federation.from_config(cfg)
     inner = InProcessDispatcher(fed)
 
-    def client_2_lost_in_round_3(weights, round_index, participants, spec, **kwargs):
-        return inner(weights, round_index, [c for c in participants if (round_index, c) != (2, 2)], spec, **kwargs)
+    def client_2_lost_in_round_3(weights, round_index, participants, spec, client_states):
+        kept = [c for c in participants if (round_index, c) != (2, 2)]
+        return inner(weights, round_index, kept, spec, client_states)
 
     three = train(cfg, run, federation=fed, dispatch=client_2_lost_in_round_3, progress=False)
     assert [r["clients"] for r in rounds_of(run)] == [[0, 2], [0, 1, 2], [1]] and rounds_of(run)[2]["missing"] == [2]
@@ -441,9 +573,8 @@ def test_deployment_over_tls_with_node_auth_resumes_and_survives_a_dead_node(tmp
 
     try:
         dep.start(start_nodes=False)
-        with ThreadPoolExecutor(3) as pool:  # `flwr supernode register`, one process per key
-            for res in pool.map(dep.register_node, [keys[label][1] for label in ("0", "1", "2")]):
-                assert res.returncode == 0, res.stdout + res.stderr
+        with ThreadPoolExecutor(3) as pool:  # `flwr supernode register`, one process per key, bound to its client
+            assert all(pool.map(dep.register_node, [keys[str(c)][1] for c in range(3)], range(3)))
         for cid in range(3):
             dep.start_node(cid, auth_private_key=keys[str(cid)][0])
         intruder = dep.start_node(0, auth_private_key=keys["intruder"][0], label="intruder")
@@ -451,12 +582,14 @@ def test_deployment_over_tls_with_node_auth_resumes_and_survives_a_dead_node(tmp
         with pytest.raises((OSError, http.client.HTTPException)):  # the SuperLink speaks HTTPS only
             urllib.request.urlopen(f"http://{dep.address}/health", timeout=10)
 
-        opts = FlowerOptions(echo=False, node_wait=120, round_timeout=30, root_certificates=tls.ca_cert)
-        first = train_with_flower(cfg, run, "flower", dep.address, max_rounds=1, options=opts)
+        opts = FlowerOptions(
+            echo=False, node_wait=120, round_timeout=90, root_certificates=tls.ca_cert, node_bindings=dep.bindings_path
+        )
+        first = train_with_flower(cfg, run, "flower", dep.control_address, max_rounds=1, options=opts)
         assert first.round == 1 and json.loads(run.status_path.read_text())["state"] == "stopped"
         killer = threading.Thread(target=kill_client_2_after_round_2, daemon=True)
         killer.start()
-        final = train_with_flower(cfg, run, "flower", dep.address, options=opts)
+        final = train_with_flower(cfg, run, "flower", dep.control_address, options=opts)
         killer.join(5)
         for node in (intruder, plain):
             node.popen.wait(30)
@@ -482,6 +615,134 @@ def test_deployment_over_tls_with_node_auth_resumes_and_survives_a_dead_node(tmp
     log = (run.path / "flower" / "serverapp.log").read_text()
     assert "3 SuperNode(s) of the previous ServerApp still online" in log  # the restarted ServerApp asked no one again
     assert json.loads(run.status_path.read_text())["state"] == "finished"
+
+
+#: Installed on one node through PYTHONPATH: its ClientApps claim 10**12 training examples.
+CRAFTED_COUNT = """
+import os, sys
+if os.path.basename(sys.argv[0]).startswith("flwr-clientapp"):
+    from fissionvae.federation.flower import messages
+
+    honest = messages.result_content
+
+    def crafted(result):
+        content = honest(result)
+        content["metrics"]["num-examples"] = 10**12
+        content["meta"]["num-examples"] = 10**12
+        return content
+
+    messages.result_content = crafted
+"""
+
+
+@pytest.fixture(scope="module")
+def round_one(tmp_path_factory, shared_data_dir):
+    """In-process round 1 of the 3-client federation (clients 0 and 2 draw), with and without client 2's reply."""
+    cfg = three_clients(shared_data_dir, train={"rounds": 2})
+    out = {}
+    for name, lost in (("all", ()), ("without_2", (2,))):
+        run = RunDir.create(tmp_path_factory.mktemp("round-one"), cfg, name)
+        fed = Federation.from_config(cfg)
+        inner = InProcessDispatcher(fed)
+
+        def dispatch(weights, round_index, participants, spec, _lost=lost, _inner=inner, **kwargs):
+            return _inner(weights, round_index, [c for c in participants if c not in _lost], spec, **kwargs)
+
+        out[name] = train(cfg, run, federation=fed, dispatch=dispatch, max_rounds=1, progress=False).weights
+    return SimpleNamespace(cfg=cfg, **out)
+
+
+def _serverapps(home: Path) -> list[int]:
+    """Living flwr-serverapp processes started under ``home`` (by FLWR_HOME)."""
+    out = []
+    for pid in processes_with_home(home):
+        with contextlib.suppress(OSError):
+            if b"flwr-serverapp" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                out.append(pid)
+    return out
+
+
+@pytest.mark.slow
+def test_deployment_attacks_registration_identity_crafted_count_and_superlink_crash(tmp_path, round_one):
+    """A TLS deployment with node authentication and node bindings, under attack:
+
+    - a party holding only ca.crt cannot register a key (the control API is not on the nodes'
+      address: the gate answers 403) and a node with an unregistered key is refused;
+    - a registered key that is not bound to client 0 cannot take client 0 (its claim is refused;
+      client 0's own node serves it);
+    - a node whose replies claim 10**12 examples does not crash the run and its count has no
+      effect (needs the robust-aggregation change: the server's own counts);
+    - the SuperLink is SIGKILLed after round 1: `train` fails with one sentence and no
+      flwr-serverapp outlives it.
+    """
+    cfg = round_one.cfg
+    tls = generate_certificates(tmp_path / "certs", ["127.0.0.1", "localhost"])
+    keys = {label: generate_node_keys(tmp_path / "keys", label) for label in ("0", "1", "2", "thief", "intruder")}
+    crafted = tmp_path / "crafted"
+    crafted.mkdir()
+    (crafted / "sitecustomize.py").write_text(CRAFTED_COUNT)
+    run = RunDir.create(tmp_path, cfg, "attacked")
+    dep = LocalDeployment(cfg, tmp_path / "deployment", tls=tls, node_auth=True)
+    outcome: dict = {}
+
+    def crash_superlink_after_round_1():
+        while not run.status_path.is_file() or json.loads(run.status_path.read_text())["rounds_done"] < 1:
+            time.sleep(0.05)
+        outcome["serverapps"] = _serverapps(tmp_path / "deployment")
+        os.kill(dep.superlink.pid, signal.SIGKILL)  # the SuperLink alone, as a crash
+
+    try:
+        dep.start(start_nodes=False)
+        # only ca.crt: the public address refuses the control API, whatever the client
+        outsider = tmp_path / "outsider"
+        write_connection(outsider, dep.address, tls.ca_cert)
+        res = flwr(["supernode", "register", str(keys["intruder"][1]), CONNECTION], flower_env(outsider))
+        assert res.returncode != 0
+        context = ssl.create_default_context(cafile=str(tls.ca_cert))
+        for path in ("/v1/control/register-node", "/v1/control/start-run", "/v1/runtime/pull-messages"):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(
+                    urllib.request.Request(f"https://{dep.address}{path}", b"", method="POST"), context=context
+                )
+            assert refused.value.code == 403
+        # the operator, on the SuperLink's machine: three bound keys and one spare, unbound
+        bound = [dep.register_node(keys[str(c)][1], c) for c in range(3)]
+        spare = dep.register_node(keys["thief"][1])
+        thief = dep.start_node(0, auth_private_key=keys["thief"][0], label="thief")  # claims client 0
+        time.sleep(5)  # joins first: first come would be first served
+        dep.start_node(0, auth_private_key=keys["0"][0])
+        dep.start_node(1, auth_private_key=keys["1"][0])
+        dep.start_node(2, auth_private_key=keys["2"][0], env_extra={"PYTHONPATH": str(crafted)})
+        intruder = dep.start_node(1, auth_private_key=keys["intruder"][0], label="intruder")
+
+        killer = threading.Thread(target=crash_superlink_after_round_1, daemon=True)
+        killer.start()
+        opts = FlowerOptions(
+            echo=False, node_wait=120, round_timeout=120, root_certificates=tls.ca_cert, node_bindings=dep.bindings_path
+        )
+        with pytest.raises(FlowerRunError) as failed:
+            train_with_flower(cfg, run, "flower", dep.control_address, options=opts)
+        killer.join(5)
+        outcome["after"] = _serverapps(tmp_path / "deployment")
+        intruder.popen.wait(60)
+        assert thief.running()  # admitted by Flower (its key is registered) but never given a client
+    finally:
+        dep.stop()
+    _assert_no_survivors(dep.procs, tmp_path / "deployment", run.path / "flower")
+
+    message = str(failed.value)
+    assert "\n" not in message and "stopped answering" in message and "1 of 2 rounds" in message, message
+    assert outcome["serverapps"] and outcome["after"] == [], outcome  # the run's ServerApp did not outlive `train`
+    assert intruder.popen.returncode == 1 and "Failed to activate SuperNode" in intruder.log_tail()
+    log = (run.path / "flower" / "serverapp.log").read_text()
+    assert "which the node bindings give to node" in log
+    served = {int(c): e["node"] for c, e in json.loads((run.path / "flower" / "nodes.json").read_text()).items()}
+    assert served == dict(enumerate(bound)) and spare not in served.values()
+    state = run.load_state()
+    assert state.round == 1 and all(torch.isfinite(v).all() for v in state.weights.values() if v.is_floating_point())
+    # Needs the robust-aggregation change (the server's own sample counts; a reply claiming another
+    # count rejected): client 2's claim of 10**12 examples must not weigh in.
+    assert weights_equal(state.weights, round_one.all) or weights_equal(state.weights, round_one.without_2)
 
 
 # --------------------------------------------------------------------------- command line
@@ -527,3 +788,25 @@ def test_flower_commands_parse_and_write_certificates_and_keys(tmp_path, capsys)
         assert cli_main([*argv, "--runs-dir", str(runs)] if argv[0] == "train" else argv) == 2
         assert message in capsys.readouterr().err
     assert not runs.exists()
+
+    # node bindings: a bad file stops `train` before the run folder exists; a taken client or key
+    # stops `register` before Flower is asked (exit 2, not Flower's failure 1)
+    bad = tmp_path / "bindings.json"
+    bad.write_text(
+        '{"version": 1, "bindings": [{"node-config": {"group": "dogs", "partition": 0}, '
+        '"node-id": 7, "public-key": "ecdsa-sha2-nistp384 AAAA"}]}'
+    )
+    quick = str(REPO / "configs/mixed_mnist/quick.yaml")
+    capsys.readouterr()
+    argv = ["train", "--config", quick, "--engine", "flower", "--superlink", "127.0.0.1:1", "--node-bindings", str(bad)]
+    assert cli_main([*argv, "--runs-dir", str(runs)]) == 2
+    assert str(bad) in capsys.readouterr().err and not runs.exists()
+    taken = tmp_path / "taken.json"
+    add_binding(taken, NodeBinding({"group": "mnist", "partition": 0}, 7, "ecdsa-sha2-nistp384 AAAA"))
+    pub = tmp_path / "k" / "mnist-0.pub"
+    for client in (["--group", "mnist", "--partition", "0"], ["--group", "mnist", "--partition", "1"]):
+        if client[-1] == "1":
+            taken.write_text(taken.read_text().replace("ecdsa-sha2-nistp384 AAAA", pub.read_text().strip()))
+        register = ["flower", "register", str(pub), "--superlink", "127.0.0.1:1", "--insecure", "--home"]
+        assert cli_main([*register, str(tmp_path / "h"), *client, "--bindings", str(taken)]) == 2
+        assert "already bound" in capsys.readouterr().err

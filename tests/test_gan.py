@@ -118,7 +118,9 @@ def test_fedgan_round_averages_both_networks_by_sample_count(shared_data_dir, mo
     fed = Federation.from_config(cfg)
     start = fed.initial_state().weights
     calls = []
-    monkeypatch.setattr(engine, "aggregate", lambda w, results: calls.append(results) or aggregate(w, results))
+    monkeypatch.setattr(
+        engine, "aggregate", lambda w, results, rule: calls.append(results) or aggregate(w, results, rule)
+    )
     outcome = run_round(fed, start, 0, InProcessDispatcher(fed))
     (results,) = calls  # the engine's own aggregate, called once with every reply
     assert [r.num_samples for r in results] == [150, 150, 250, 250]

@@ -27,6 +27,7 @@ from fissionvae.evaluation.inception_score import (
     inception_score,
     to_probs,
 )
+from fissionvae.seeding import numpy_rng
 
 N_TRAIN, N_TEST = 3000, 1000
 QUICK_ACCURACY = 0.80  # measured 0.860 (seed 0) on the 2-core CPU
@@ -70,7 +71,7 @@ def quick_classifier() -> tuple[DomainClassifier, float]:
 @pytest.mark.parametrize("k", [2, 7, 20])
 def test_is_of_confident_uniform_predictions_is_k(k: int) -> None:
     probs = np.tile(np.eye(k), (30, 1))  # every chunk of 3k rows holds each class 3 times
-    mean, std = inception_score(probs, splits=10)
+    mean, std = inception_score(probs, splits=10, shuffle_seed=None)
     assert mean == pytest.approx(k) and std == pytest.approx(0.0, abs=1e-12)
 
 
@@ -89,7 +90,7 @@ def test_is_of_logits_matches_is_of_their_softmax() -> None:
 def test_is_hand_computed_two_chunks() -> None:
     # chunk 1: one-hot on 2 classes -> IS 2; chunk 2: constant predictions -> IS 1
     probs = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5], [0.5, 0.5]])
-    mean, std = inception_score(probs, splits=2)
+    mean, std = inception_score(probs, splits=2, shuffle_seed=None)
     assert (mean, std) == pytest.approx((1.5, 0.5))
 
 
@@ -100,7 +101,41 @@ def test_is_split_boundaries_cover_every_sample() -> None:
     chunk = np.tile([[1.0, 0.0]], (6, 1))
     chunk[-1] = [0.0, 1.0]
     expected = (1.0 + inception_score(chunk, splits=1)[0]) / 2
-    assert inception_score(probs, splits=2)[0] == pytest.approx(expected)
+    assert inception_score(probs, splits=2, shuffle_seed=None)[0] == pytest.approx(expected)
+
+
+def _synthetic_pool(blended: bool, margin: float, n: int = 1000) -> np.ndarray:
+    """Logits of a two-group pool over 20 classes (10 per group), concatenated group by group.
+
+    Ideal: group g's samples are confident in group g's classes.  Blended (FedVAE's failure):
+    each group's samples fall in either group's classes, less confidently (blended images).
+    """
+    rng = numpy_rng(0, "eval", 77, int(blended))
+    parts = []
+    for g in range(2):
+        classes = rng.integers(0, 20, n) if blended else 10 * g + rng.integers(0, 10, n)
+        parts.append(margin * np.eye(20)[classes] + rng.normal(size=(n, 20)))
+    return np.concatenate(parts)
+
+
+def test_is_is_not_blind_to_blending() -> None:
+    # issue 15: with contiguous chunks every chunk of the ideal pool holds one group, so the ideal
+    # model scored ~10 of 20 classes and the blended one ~17 (the issue: 9.80 vs 18.07)
+    ideal, blended = _synthetic_pool(False, margin=10.0), _synthetic_pool(True, margin=8.0)
+    assert inception_score(ideal, shuffle_seed=None)[0] == pytest.approx(9.7127, abs=1e-3)
+    assert inception_score(blended, shuffle_seed=None)[0] == pytest.approx(16.968, abs=1e-2)
+    # shuffled before splitting (the default): the ideal model sees all 20 classes in each chunk
+    fixed_ideal, fixed_blended = inception_score(ideal)[0], inception_score(blended)[0]
+    assert fixed_blended <= fixed_ideal
+    assert fixed_ideal == pytest.approx(18.718, abs=1e-2) and fixed_blended == pytest.approx(17.067, abs=1e-2)
+
+
+def test_is_shuffle_is_fixed_and_changes_only_the_chunking() -> None:
+    probs = _synthetic_pool(False, margin=10.0, n=50)
+    assert inception_score(probs) == inception_score(probs.copy())  # a fixed permutation: deterministic
+    assert inception_score(probs, shuffle_seed=1) != inception_score(probs)
+    # one chunk is the whole pool whatever the order
+    assert inception_score(probs, splits=1)[0] == pytest.approx(inception_score(probs, splits=1, shuffle_seed=None)[0])
 
 
 def test_is_rejects_more_splits_than_samples() -> None:

@@ -5,7 +5,7 @@ import signal
 
 import pytest
 import torch
-from tests.helpers import REPO, tiny_config
+from tests.helpers import REPO, assert_gone, children, tiny_config
 
 from fissionvae.config import ConfigError, load_config
 from fissionvae.federation.engine import Federation, InProcessDispatcher, run_round, train
@@ -15,29 +15,9 @@ from fissionvae.runs import RunDir
 TIMING = ("seconds", "samples_per_s")
 
 
-def children() -> set[int]:
-    """PIDs of this process's child processes (from /proc)."""
-    me, out = os.getpid(), set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    stat = fh.read()
-            except OSError:
-                continue
-            if int(stat[stat.rfind(")") + 2 :].split()[1]) == me:
-                out.add(int(entry))
-    return out
-
-
-def assert_gone(pids, before):
-    assert not any(os.path.exists(f"/proc/{p}") for p in pids), "a worker process is still alive (or unreaped)"
-    assert children() - before == set()
-
-
 def same_results(a, b):
     assert [r.client_id for r in a] == [r.client_id for r in b]
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         assert x.weights.keys() == y.weights.keys() and all(torch.equal(x.weights[k], y.weights[k]) for k in x.weights)
         assert {k: v for k, v in x.metrics.items() if k not in TIMING} == {
             k: v for k, v in y.metrics.items() if k not in TIMING
@@ -71,10 +51,10 @@ def test_two_workers_give_the_in_process_rounds_bit_for_bit_then_fail_cleanly(fe
     # an exception inside a client: reported with its traceback, the pool shut down
     broken = weights | {"encoder.x.head.bias": torch.zeros(3)}  # wrong shape: every client's update raises
     with pytest.raises(WorkerError, match=r"(?s)client \d failed in worker .*size mismatch for encoder.x.head.bias"):
-        pool(broken, 2, [0, 1, 2, 3], fed.round_spec(2))
+        pool(broken, 2, [0, 1, 2, 3], fed.round_spec(2), {})
     assert_gone(pids, before)
     with pytest.raises(WorkerError, match="closed"):
-        pool(weights, 0, [0], fed.round_spec(0))
+        pool(weights, 0, [0], fed.round_spec(0), {})
 
 
 def test_keep_optimizer_run_is_identical_with_one_and_two_workers(tmp_path, shared_data_dir):
@@ -110,7 +90,7 @@ def test_a_dead_worker_is_an_error_and_the_pool_shuts_down(fed):
     pids = pool.pids
     os.kill(pids[1], signal.SIGKILL)
     with pytest.raises(WorkerError, match=r"worker 1 \(pid \d+\) died"):
-        pool(weights, 0, [0, 1, 2, 3], fed.round_spec(0))
+        pool(weights, 0, [0, 1, 2, 3], fed.round_spec(0), {})
     assert_gone(pids, before)
 
 

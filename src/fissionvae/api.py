@@ -10,21 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fissionvae.config import ConfigError, RunConfig, apply_overrides, load_config, load_yaml_with_extends, save_config
-from fissionvae.federation.engine import train
+from fissionvae.config import RunConfig, check_max_rounds, check_override_applies, load_config, save_config
+from fissionvae.federation.engine import Federation, train
 from fissionvae.federation.state import ServerState
 from fissionvae.models.vae import FissionVAE, build_model
+from fissionvae.resuming import RESUMABLE_OVERRIDES, resume_config
 from fissionvae.runs import RunDir
 
-# Settings a resumed run may change: they extend or observe training, never alter its past.
-RESUMABLE_OVERRIDES = (
-    "train.rounds",
-    "train.centralized_epochs",
-    "train.device",
-    "federation.threads",
-    "data.dir",
-    "data.download",
-)
+__all__ = ["RESUMABLE_OVERRIDES", "load_run", "resume", "resume_config", "train_from_config"]
 
 
 def train_from_config(
@@ -36,23 +29,18 @@ def train_from_config(
     max_rounds: int | None = None,
     progress: bool = True,
 ) -> RunDir:
-    """Validate the config, create a run folder under ``runs_dir`` and train."""
+    """Validate the config, read and check the data, then create a run folder under ``runs_dir`` and train.
+
+    Every input is checked before the run folder exists: a bad config, option or data file
+    leaves nothing behind.
+    """
     cfg = config if isinstance(config, RunConfig) else load_config(config, overrides)
+    check_override_applies(cfg, overrides or [])
+    check_max_rounds(max_rounds)
+    federation = Federation.from_config(cfg, data_dir)  # reads and checks every data file
     run = RunDir.create(runs_dir, cfg, name)
-    train(cfg, run, data_dir=data_dir, max_rounds=max_rounds, progress=progress)
+    train(cfg, run, data_dir=data_dir, max_rounds=max_rounds, progress=progress, federation=federation)
     return run
-
-
-def resume_config(run: RunDir, overrides: list[str] | None = None) -> RunConfig:
-    """The run's saved config with the (few) overrides a resume may apply."""
-    for item in overrides or []:
-        key = item.split("=", 1)[0].strip()
-        if not key.startswith(RESUMABLE_OVERRIDES):
-            raise ConfigError(
-                f"--set {key}: cannot be changed when resuming (allowed: {', '.join(RESUMABLE_OVERRIDES)})"
-            )
-    raw = apply_overrides(load_yaml_with_extends(run.config_path), overrides or [])
-    return load_config(raw=raw)
 
 
 def resume(
@@ -62,12 +50,19 @@ def resume(
     max_rounds: int | None = None,
     progress: bool = True,
 ) -> ServerState:
-    """Continue a run from its last checkpoint (to the same weights as an uninterrupted run)."""
+    """Continue a run from its last checkpoint (to the same weights as an uninterrupted run).
+
+    The config, the checkpoint and the data are all checked before the run folder is touched;
+    then the temp files a killed process left are removed and training continues.
+    """
     run = RunDir.open(run_dir)
+    check_max_rounds(max_rounds)
     cfg = resume_config(run, overrides)
+    federation = Federation.from_config(cfg, data_dir)
+    run.remove_temp_files()
     if overrides:
         save_config(cfg, run.config_path)
-    return train(cfg, run, data_dir=data_dir, max_rounds=max_rounds, progress=progress)
+    return train(cfg, run, data_dir=data_dir, max_rounds=max_rounds, progress=progress, federation=federation)
 
 
 def load_run(run_dir: str | Path) -> tuple[FissionVAE, RunConfig]:

@@ -10,9 +10,14 @@ import torch
 
 from fissionvae import __version__
 from fissionvae.config import ConfigError, load_config
+from fissionvae.data.download import DownloadError
+from fissionvae.data.idx import DataFileError
+from fissionvae.evaluation.exported import ExportError
+from fissionvae.federation.engine import RunFailed
 from fissionvae.federation.flower import FLOWER_ENGINES
 from fissionvae.federation.flower import cli as flower_cli
 from fissionvae.federation.state import CheckpointError
+from fissionvae.federation.workers import WorkerError
 from fissionvae.models.vae import PATHWAY_HELP
 from fissionvae.runs import RunDirError
 from fissionvae.studies.cli import register as _add_study
@@ -115,6 +120,19 @@ def _add_evaluate(sub) -> None:
         type=Path,
         help="TorchScript FID Inception file (else $FISSIONVAE_INCEPTION, else the cache; see fetch-inception)",
     )
+    p.add_argument(
+        "--fid-runtime",
+        choices=["auto", "torch", "openvino", "onnx"],
+        default="auto",
+        help="what runs the FID network: auto (default: OpenVINO, else ONNX Runtime, else torch on the CPU; "
+        "torch on a GPU); every fp32 runtime gives the same FID to 0.01 (docs/evaluation.md)",
+    )
+    p.add_argument(
+        "--fid-bf16",
+        action="store_true",
+        help="bf16 FID features for a quick look (OpenVINO, or torch autocast): moves FID by about 1; "
+        "cached apart and marked not paper-comparable in eval.json",
+    )
     p.add_argument("--is-classifier", type=Path, help="TorchScript classifier returning logits, for an extra IS")
     p.add_argument("--no-fid", action="store_true", help="skip FID (no Inception network needed)")
     p.add_argument("--no-tsne", action="store_true")
@@ -155,16 +173,16 @@ def cmd_train(args) -> int:
     from fissionvae import api
 
     if args.engine != "inprocess":
-        return flower_cli.cmd_train_flower(args)
+        return flower_cli.cmd_train_flower(args, api.resume_config)
     flower_cli.check_inprocess_options(args)
     progress = not args.no_progress
     if args.resume:
         state = api.resume(args.resume, args.overrides, args.data_dir, args.max_rounds, progress)
         print(f"run {args.resume}: {state.round} round(s) done")
         return 0
-    cfg = load_config(args.config, args.overrides)
     run = api.train_from_config(
-        cfg,
+        args.config,
+        args.overrides,
         runs_dir=args.runs_dir,
         name=args.name,
         data_dir=args.data_dir,
@@ -238,6 +256,8 @@ def cmd_evaluate(args) -> int:
         pathway=args.pathway,
         fid=not args.no_fid,
         inception=str(args.inception) if args.inception else None,
+        fid_runtime=args.fid_runtime,
+        fid_bf16=args.fid_bf16,
         is_classifier=str(args.is_classifier) if args.is_classifier else None,
         tsne=not args.no_tsne,
         allow_unfinished=args.allow_unfinished,
@@ -277,6 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fissionvae", description="Federated VAEs for non-IID client groups (FedVAE, FissionVAE)."
     )
     parser.add_argument("--version", action="version", version=f"fissionvae {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the full traceback of an error (before the command: fissionvae --debug train ...)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (
         _add_train,
@@ -293,13 +318,53 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# errors of input or environment: one line and exit status 2 (everything a user can fix by typing)
+USER_ERRORS = (
+    ConfigError,
+    RunDirError,
+    CheckpointError,
+    DataFileError,
+    DownloadError,
+    ExportError,
+    FileNotFoundError,
+    ValueError,
+)
+
+
+def one_line(exc: BaseException) -> str:
+    """The exception's message on one line (multi-line messages of torch, pip, etc. joined)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; an error is one line on stderr (a traceback only with ``--debug``)."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, RunDirError, CheckpointError, FileNotFoundError, ValueError) as exc:
-        print(f"fissionvae: error: {exc}", file=sys.stderr)
+    except USER_ERRORS as exc:
+        if args.debug:
+            raise
+        print(f"fissionvae: error: {one_line(exc)}", file=sys.stderr)
         return 2
+    except (RunFailed, WorkerError) as exc:  # the run folder's status says "failed"
+        if args.debug:
+            raise
+        print(f"fissionvae: error: {one_line(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # the round loop left status "stopped" and closed its workers
+        print(
+            "fissionvae: interrupted; the run stopped after its last complete round (--resume continues it)",
+            file=sys.stderr,
+        )
+        return 130
+    except (RuntimeError, OSError) as exc:
+        if args.debug:
+            raise
+        print(
+            f"fissionvae: error: {type(exc).__name__}: {one_line(exc)} (fissionvae --debug ... shows the traceback)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

@@ -20,9 +20,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from fissionvae.config import RunConfig, load_config, save_config
+from fissionvae.config import RunConfig, check_run_name, load_config, save_config
 from fissionvae.federation.state import ServerState, load_state, save_state
-from fissionvae.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
+from fissionvae.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, remove_stale_temp_files
 
 
 class RunDirError(RuntimeError):
@@ -61,6 +61,10 @@ class RunDir:
     def create(cls, root: str | Path, cfg: RunConfig, name: str | None = None) -> RunDir:
         """A new, empty run folder under ``root`` holding the resolved config."""
         root = Path(root)
+        if name is not None:
+            check_run_name(name, "--name")
+        if root.exists() and not root.is_dir():
+            raise RunDirError(f"--runs-dir {root}: is a file, not a folder")
         base = name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         path, n = root / base, 1
         while path.exists():
@@ -74,6 +78,8 @@ class RunDir:
     @classmethod
     def open(cls, path: str | Path) -> RunDir:
         run = cls(Path(path))
+        if not run.path.is_dir():
+            raise RunDirError(f"{run.path}: not a run folder (no such folder)")
         if not run.config_path.is_file():
             raise RunDirError(f"{run.path}: not a run folder (no config.yaml)")
         return run
@@ -90,6 +96,10 @@ class RunDir:
     def save_state(self, state: ServerState) -> None:
         save_state(state, self.checkpoint_path)
 
+    def remove_temp_files(self) -> list[Path]:
+        """Remove the temp files of atomic writes that a killed process left in the folder."""
+        return remove_stale_temp_files(self.path)
+
     def metrics(self) -> list[dict]:
         return read_jsonl(self.metrics_path)
 
@@ -101,14 +111,20 @@ class RunDir:
         kept = [r for r in self.metrics() if r.get("round", 0) <= completed_rounds]
         atomic_write_text(self.metrics_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
 
-    def write_status(self, state: ServerState, planned_rounds: int, running: bool) -> None:
+    def write_status(self, state: ServerState, planned_rounds: int, running: bool, failure: str | None = None) -> None:
+        """status.json; ``failure`` (a one-line reason) makes the state "failed" and is kept as ``error``."""
+        if failure is not None:
+            phase = "failed"
+        else:
+            phase = "running" if running else ("finished" if state.round >= planned_rounds else "stopped")
         atomic_write_json(
             self.status_path,
             {
-                "state": "running" if running else ("finished" if state.round >= planned_rounds else "stopped"),
+                "state": phase,
                 "rounds_done": state.round,
                 "rounds_planned": planned_rounds,
                 "wall_seconds": round(state.wall_seconds, 3),
                 "package_version": state.package_version,
-            },
+            }
+            | ({"error": failure} if failure is not None else {}),
         )

@@ -8,6 +8,7 @@ file is either absent or valid.  Mirrors are tried in order.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import logging
 import os
@@ -21,14 +22,20 @@ from typing import BinaryIO
 from tqdm import tqdm
 
 from fissionvae.data.idx import DataFileError, read_idx
-from fissionvae.data.sources import file_urls, get_spec, resolve_data_dir
+from fissionvae.data.locations import resolve_data_dir
+from fissionvae.data.mirrors import file_urls
+from fissionvae.data.registry import get_spec
 
-__all__ = ["download_dataset", "download_file"]
+__all__ = ["DownloadError", "download_dataset", "download_file"]
 
 logger = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
 _USER_AGENT = "fissionvae-data-downloader (python-urllib)"
+
+
+class DownloadError(RuntimeError):
+    """A file could not be downloaded from any mirror; the message names the file and every failure."""
 
 
 class _IncompleteDownload(OSError):
@@ -127,13 +134,15 @@ def download_file(
     ------
     ValueError
         If ``urls`` is empty.
-    RuntimeError
-        If every URL failed; the message lists each URL and why.
+    DownloadError
+        If every URL failed; the one-line message lists each URL and why. Folders created for
+        ``dest`` are removed again, so a failed download leaves nothing behind.
     """
     urls = [urls] if isinstance(urls, str) else list(urls)
     dest = Path(dest)
     if not urls:
         raise ValueError(f"no URLs given to download {dest}")
+    created = [p for p in (dest.parent, *dest.parent.parents) if not p.exists()]
     dest.parent.mkdir(parents=True, exist_ok=True)
     failures = []
     for url in urls:
@@ -148,11 +157,13 @@ def download_file(
             )
         except (OSError, http.client.HTTPException, ValueError) as exc:
             failures.append(f"{url}: {_reason(exc)}")
-            logger.warning("download of %s failed: %s", url, _reason(exc))
+            logger.info("download of %s failed: %s", url, _reason(exc))  # the final error lists them all
             continue
         return dest
-    listing = "\n  ".join(failures)
-    raise RuntimeError(f"could not download {dest.name} to {dest.parent}; every mirror failed:\n  {listing}")
+    for folder in created:  # innermost first; only folders this call made, and only while empty
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+    raise DownloadError(f"could not download {dest} (every mirror failed: {'; '.join(failures)})")
 
 
 def _is_valid(path: Path, expected_sha256: str | None, accepted_gz_md5: Sequence[str]) -> bool:
@@ -200,7 +211,7 @@ def download_dataset(
     ------
     ValueError
         Unknown dataset.
-    RuntimeError
+    DownloadError
         A file could not be downloaded from any mirror.
     """
     spec = get_spec(name)

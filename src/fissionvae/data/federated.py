@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fissionvae.config import GroupConfig, RunConfig
+from fissionvae.config import GroupConfig, RunConfig, check_client_counts, check_subset_sizes
 from fissionvae.data import standin
 from fissionvae.data.folders import FolderError, load_image_folder
 from fissionvae.data.sources import load_split
@@ -87,6 +87,7 @@ def load_group(g: GroupConfig, index: int, seed: int, data_dir: str | Path | Non
         base = standin.BASE.get(g.dataset, g.dataset)
         tr_x, tr_y = load_split(base, "train", data_dir, download=download)
         te_x, te_y = load_split(base, "test", data_dir, download=download)
+    check_subset_sizes(g, f"data.groups[{index}]", len(tr_x), len(te_x))
     tr = seeded_subset(len(tr_x), g.train_size, seed, 2 * index)
     te = seeded_subset(len(te_x), g.test_size, seed, 2 * index + 1)
     if standin.is_standin(g.dataset):
@@ -135,7 +136,9 @@ def _folder_splits(g: GroupConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
 def load_groups(cfg: RunConfig, data_dir: str | Path | None = None) -> list[GroupData]:
     """All groups of the config, in config order (group index = position)."""
     data_dir = data_dir if data_dir is not None else cfg.data.dir
-    return [load_group(g, i, cfg.seed, data_dir, cfg.data.download) for i, g in enumerate(cfg.data.groups)]
+    groups = [load_group(g, i, cfg.seed, data_dir, cfg.data.download) for i, g in enumerate(cfg.data.groups)]
+    check_client_counts(cfg, [len(g.train_images) for g in groups])
+    return groups
 
 
 def client_groups(cfg: RunConfig) -> list[list[int]]:
@@ -150,7 +153,7 @@ def build_clients(cfg: RunConfig, groups: list[GroupData]) -> list[ClientData]:
     if cfg.mode == "centralized":
         return [_centralized_client(groups)]
     clients: list[ClientData] = []
-    for gi, (gcfg, gd) in enumerate(zip(cfg.data.groups, groups)):
+    for gi, (gcfg, gd) in enumerate(zip(cfg.data.groups, groups, strict=True)):
         for shard in iid_partition(len(gd.train_images), gcfg.clients, cfg.seed, gi):
             idx = torch.from_numpy(shard)
             clients.append(
@@ -162,6 +165,20 @@ def build_clients(cfg: RunConfig, groups: list[GroupData]) -> list[ClientData]:
                 )
             )
     return clients
+
+
+def partition_sizes(cfg: RunConfig, groups: list[GroupData]) -> list[int]:
+    """Each client's sample count as :func:`build_clients` partitions the data, without building clients.
+
+    This is what the server knows about every client (a reply's claimed count is checked against it).
+    """
+    if cfg.mode == "centralized":
+        return [sum(len(g.train_images) for g in groups)]
+    sizes: list[int] = []
+    for gcfg, gd in zip(cfg.data.groups, groups, strict=True):
+        n, k = len(gd.train_images), gcfg.clients
+        sizes.extend(n // k + (1 if i < n % k else 0) for i in range(k))  # np.array_split's shard sizes
+    return sizes
 
 
 def _centralized_client(groups: list[GroupData]) -> ClientData:

@@ -41,6 +41,7 @@ from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
 from fissionvae.io import atomic_write_bytes
+from fissionvae.paths import cache_root
 
 LOADER_VERSION = "folder-v1:exif,rgb-over-white,center-square,pillow-resize"
 RESAMPLE = {
@@ -76,10 +77,8 @@ class FolderImages:
 
 
 def default_cache_dir() -> Path:
-    """``<fissionvae cache>/folders`` (see :func:`fissionvae.evaluation.inception.default_cache_dir`)."""
-    from fissionvae.evaluation.inception import default_cache_dir as root
-
-    return root() / "folders"
+    """``<fissionvae cache>/folders`` (see :func:`fissionvae.paths.cache_root`)."""
+    return cache_root() / "folders"
 
 
 def list_files(root: Path) -> list[Path]:
@@ -200,8 +199,8 @@ def load_image_folder(
     if result is None:
         rels = [p.relative_to(root).as_posix() for p in files]
         decoded = decode_many([str(p) for p in files], size, resample, workers, progress, desc=f"images {root.name}")
-        good = [(rel, arr) for rel, arr in zip(rels, decoded) if not isinstance(arr, str)]
-        skipped = tuple((rel, arr) for rel, arr in zip(rels, decoded) if isinstance(arr, str))
+        good = [(rel, arr) for rel, arr in zip(rels, decoded, strict=True) if not isinstance(arr, str)]
+        skipped = tuple((rel, arr) for rel, arr in zip(rels, decoded, strict=True) if isinstance(arr, str))
         classes = tuple(sorted({_label_of(rel, labels) for rel, _ in good}))
         index = {c: i for i, c in enumerate(classes)}
         images = np.stack([a for _, a in good]) if good else np.zeros((0, 3, size, size), np.uint8)

@@ -160,7 +160,7 @@ def gunzip(raw: bytes, path: str | os.PathLike = "<bytes>") -> bytes:
         try:
             parts.append(inflater.decompress(view[pos:]))
         except zlib.error as exc:
-            raise DataFileError(path, _describe_zlib_error(exc))
+            raise DataFileError(path, _describe_zlib_error(exc)) from None
         if not inflater.eof:
             raise DataFileError(path, "truncated gzip: compressed data ended before the end-of-stream marker")
         rest = inflater.unused_data
@@ -234,6 +234,8 @@ def decode_idx(data: bytes | memoryview, path: str | os.PathLike = "<bytes>") ->
     header = parse_header(data, path)
     expected = header.payload_nbytes
     found = len(data) - header.offset
+    if found != expected:
+        _check_type_code(header, found, path)
     if found < expected:
         raise DataFileError(path, f"truncated: expected {expected} bytes of data, found {found} (shape {header.shape})")
     if found > expected:
@@ -247,6 +249,24 @@ def decode_idx(data: bytes | memoryview, path: str | os.PathLike = "<bytes>") ->
     if header.dtype.itemsize == 1:
         flat = flat.view(native)  # no byte order: a plain copy is much faster
     return flat.astype(native, copy=True).reshape(header.shape)
+
+
+def _type_name(code: int) -> str:
+    return f"0x{code:02X} ({IDX_DTYPES[code].name})"
+
+
+def _check_type_code(header: IdxHeader, found: int, path: str | os.PathLike) -> None:
+    """A payload whose size fits the shape exactly with another element type: the type byte is wrong."""
+    count = header.payload_nbytes // header.dtype.itemsize
+    fits = [code for code, dt in IDX_DTYPES.items() if count and count * dt.itemsize == found]
+    if fits and header.dtype.itemsize != IDX_DTYPES[fits[0]].itemsize:
+        code = _CODE_BY_KIND[(header.dtype.kind, header.dtype.itemsize)]
+        raise DataFileError(
+            path,
+            f"wrong IDX type byte {_type_name(code)}: the {found}-byte payload holds {count} elements "
+            f"of {IDX_DTYPES[fits[0]].itemsize} byte(s) (e.g. type {_type_name(fits[0])}), not of "
+            f"{header.dtype.itemsize}; the type byte was changed or the file is corrupt",
+        )
 
 
 def verify_digests(
@@ -303,6 +323,7 @@ def read_idx(
     *,
     expected_sha256: str | None = None,
     accepted_gz_md5: tuple[str, ...] = (),
+    expected_dtype: np.dtype | None = None,
 ) -> np.ndarray:
     """Read a (possibly gzip-compressed) IDX file, with full verification.
 
@@ -319,6 +340,8 @@ def read_idx(
     accepted_gz_md5 : tuple of str, optional
         Published MD5s (hex) of gzip files that are accepted even if
         ``expected_sha256`` does not match.
+    expected_dtype : numpy.dtype, optional
+        The element type the file must declare in its type byte (checked before the payload).
 
     Returns
     -------
@@ -343,6 +366,12 @@ def read_idx(
         raise DataFileError(path, f"not a gzip file: starts with {raw[:2]!r}, expected {GZIP_MAGIC!r}")
     else:
         content = raw
+    if expected_dtype is not None:
+        declared = parse_header(content, path).dtype
+        if declared.newbyteorder("=") != np.dtype(expected_dtype).newbyteorder("="):
+            code = _CODE_BY_KIND[(declared.kind, declared.itemsize)]
+            want = _CODE_BY_KIND[(np.dtype(expected_dtype).kind, np.dtype(expected_dtype).itemsize)]
+            raise DataFileError(path, f"wrong IDX type byte {_type_name(code)}: this file must hold {_type_name(want)}")
     array = decode_idx(content, path)
     verify_digests(content, raw, path, expected_sha256=expected_sha256, accepted_gz_md5=accepted_gz_md5)
     return array

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fissionvae.evaluation.evaluate import split_counts
+from fissionvae.evaluation.shares import split_counts
 
 DUPLICATE_RATIO = 0.1  # near-duplicate: nearest other image closer than this x the set's median pairwise distance
 DUPLICATE_LIMIT = 0.10  # collapsed if at least this share of the pool is near-duplicate
@@ -63,8 +63,8 @@ def near_duplicates(generated: list[Tensor], real: list[Tensor], max_images: int
     """
     sizes = [len(s) for s in generated]
     counts = split_counts(min(sum(sizes), max_images), sizes) if sum(sizes) else [0] * len(sizes)
-    gen = torch.cat([s[:k] for s, k in zip(generated, counts)])
-    ref = torch.cat([r[:k] for r, k in zip(real, counts)])
+    gen = torch.cat([s[:k] for s, k in zip(generated, counts, strict=True)])
+    ref = torch.cat([r[:k] for r, k in zip(real, counts, strict=True)])
     gen_ratio, real_ratio = nn_ratios(gen), nn_ratios(ref)
     if len(gen_ratio) < 3 or len(real_ratio) < 3:
         return {"share": float("nan"), "threshold": DUPLICATE_RATIO, "images": len(gen), "real_images": len(ref)}

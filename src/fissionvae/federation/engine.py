@@ -3,18 +3,27 @@
 The loop knows nothing of the model variant (VAE or the FedGAN baseline's DCGAN: the model
 object carries the hooks that differ, see client.py) or of where clients run: each round it samples
 the participants, hands them to a *dispatcher* (which returns their replies), rejects invalid
-replies, aggregates with :func:`aggregate`, evaluates on a fixed test subset, appends metrics
+replies (:mod:`.replies`: every reply is untrusted), aggregates the accepted ones with
+:func:`aggregate` under the configured rule, evaluates on a fixed test subset, appends metrics
 and checkpoints the server state. :class:`InProcessDispatcher` runs :func:`client_update` for
 each participant in this process; other engines (worker processes, Flower) supply their own
-dispatcher and reuse everything else. Centralised training is the same loop with one client
-that holds all data (all groups), participation 1 and one local epoch per round.
+:class:`~fissionvae.federation.dispatch.Dispatcher` and reuse everything else.
+
+Failure is a state, not a silent empty round: a round whose replies were all rejected is marked
+``failed`` in metrics.jsonl and on the progress bar, and after ``federation.max_failed_rounds``
+such rounds in a row (counted across resumes: the streak is part of the checkpoint) the run stops
+with :class:`RunFailed` and status "failed". Any other error also leaves status "failed" (with
+its first line); Ctrl-C leaves status "stopped". Worker processes are closed either way.
+
+Centralised training is the same loop with one client that holds all data (all groups),
+participation 1 and one local epoch per round.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,94 +32,26 @@ from tqdm.auto import tqdm
 
 from fissionvae.artifacts import write_run_artifacts
 from fissionvae.config import RunConfig
-from fissionvae.data.federated import ClientData, GroupData, build_clients, client_groups, load_groups
 from fissionvae.evaluation.elbo import mean_terms
-from fissionvae.federation.aggregation import InvalidUpdate, aggregate, check_update
-from fissionvae.federation.client import ClientResult, LocalTrainSpec, client_update, local_images
+from fissionvae.federation.aggregation import aggregate
+from fissionvae.federation.client import ClientResult, local_images
+from fissionvae.federation.clipping import update_norm
+from fissionvae.federation.dispatch import Dispatcher, InProcessDispatcher
+from fissionvae.federation.replies import Rejected, screen_replies
 from fissionvae.federation.sampling import sample_participants
+from fissionvae.federation.server import Federation
 from fissionvae.federation.state import ServerState
 from fissionvae.federation.workers import start_pool
-from fissionvae.models.vae import FissionVAE, build_model
 from fissionvae.runs import RunDir
 from fissionvae.seeding import torch_generator
 
-# (global weights, round index, participant ids, spec) -> replies of the clients that answered.
-# When spec.keep_optimizer is set the dispatcher is also given ``client_states=`` (client id ->
-# that client's Adam state from its previous update, absent for a first update).
-Dispatcher = Callable[..., list[ClientResult]]
+__all__ = ["Dispatcher", "Federation", "InProcessDispatcher", "RoundOutcome", "RunFailed", "run_round", "train"]
+
+FAILED_STREAK = "failed_rounds"  # ServerState.extra key: consecutive failed rounds (absent when 0)
 
 
-@dataclass
-class Federation:
-    """The server's view of a run: groups (test sets), each client's groups, the model template.
-
-    ``clients`` (the training data) is only loaded for in-process training; a Flower server
-    builds a Federation without it.
-    """
-
-    cfg: RunConfig
-    groups: list[GroupData]
-    model: FissionVAE
-    client_groups: list[list[int]]
-    clients: list[ClientData] = field(default_factory=list)
-
-    @classmethod
-    def from_config(cls, cfg: RunConfig, data_dir: str | Path | None = None, with_clients: bool = True) -> Federation:
-        groups = load_groups(cfg, data_dir)
-        image_shape = tuple(groups[0].train_images.shape[1:])
-        device = torch.device(cfg.train.device)
-        clients = [_on(c, device) for c in build_clients(cfg, groups)] if with_clients else []
-        return cls(cfg, groups, build_model(cfg, image_shape).to(device), client_groups(cfg), clients)
-
-    @property
-    def participation(self) -> float:
-        return 1.0 if self.cfg.mode == "centralized" else self.cfg.federation.participation
-
-    def owned_keys(self, client_id: int) -> list[str]:
-        return self.model.owned_keys(self.client_groups[client_id])
-
-    def round_spec(self, round_index: int) -> LocalTrainSpec:
-        t = self.cfg.train
-        centralized = self.cfg.mode == "centralized"
-        epochs = 1 if centralized else t.local_epochs
-        # centralised training is one uninterrupted optimiser run, so its Adam state is always kept
-        keep = centralized or self.cfg.federation.client_optimizer == "keep"
-        steps = None if centralized else t.local_steps
-        return LocalTrainSpec(self.cfg.seed, round_index, epochs, t.batch_size, t.lr, t.fused_adam, keep, steps)
-
-    def initial_state(self) -> ServerState:
-        weights = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
-        shape = list(self.groups[0].train_images.shape[1:])
-        return ServerState(round=0, weights=weights, config=self.cfg.to_dict(), extra={"image_shape": shape})
-
-
-def _on(client: ClientData, device: torch.device) -> ClientData:
-    """The client's tensors on the training device (a no-op on the CPU)."""
-    return dataclasses.replace(client, images=client.images.to(device), group_ids=client.group_ids.to(device))
-
-
-class InProcessDispatcher:
-    """Run each participant's :func:`client_update` in this process, one after another."""
-
-    def __init__(self, fed: Federation, progress: bool = False):
-        self.fed = fed
-        self.progress = progress
-
-    def __call__(
-        self,
-        weights: dict,
-        round_index: int,
-        participants: list[int],
-        spec: LocalTrainSpec,
-        client_states: dict | None = None,
-    ) -> list[ClientResult]:
-        results = []
-        states = client_states or {}
-        for cid in tqdm(participants, desc=f"round {round_index + 1} clients", leave=False, disable=not self.progress):
-            owned = self.fed.owned_keys(cid)
-            sent = {k: weights[k] for k in owned}
-            results.append(client_update(self.fed.model, sent, self.fed.clients[cid], spec, states.get(cid)))
-        return results
+class RunFailed(RuntimeError):
+    """The run cannot go on (e.g. ``federation.max_failed_rounds`` rounds in a row rejected every reply)."""
 
 
 @dataclass
@@ -118,8 +59,14 @@ class RoundOutcome:
     weights: dict
     results: list[ClientResult]
     participants: list[int]
-    rejected: list[dict]
+    rejected: list[Rejected]
     client_states: dict = field(default_factory=dict)  # new optimiser states of accepted clients (keep mode)
+    update_norms: dict[int, float] = field(default_factory=dict)  # client -> update L2 norm (clip_norm set)
+
+    @property
+    def failed(self) -> bool:
+        """Replies came back but every one was rejected."""
+        return bool(self.rejected) and not self.results
 
 
 def run_round(
@@ -132,19 +79,13 @@ def run_round(
     """
     chosen = sample_participants(fed.cfg.seed, round_index, len(fed.client_groups), fed.participation)
     spec = fed.round_spec(round_index)
-    extra = {"client_states": client_states or {}} if spec.keep_optimizer else {}
-    replies = dispatch(weights, round_index, chosen, spec, **extra) if chosen else []
-    valid, rejected = [], []
-    for reply in replies:
-        try:
-            if reply.client_id not in chosen:
-                raise InvalidUpdate(f"client {reply.client_id} was not asked to train in this round")
-            check_update(weights, fed.owned_keys(reply.client_id), reply)
-            valid.append(reply)
-        except InvalidUpdate as exc:
-            rejected.append({"client": reply.client_id, "reason": str(exc)})
-    states = {r.client_id: r.optimizer_state for r in valid if r.optimizer_state is not None}
-    return RoundOutcome(aggregate(weights, valid), valid, chosen, rejected, states)
+    states = (client_states or {}) if spec.keep_optimizer else {}
+    replies = dispatch(weights, round_index, chosen, spec, states) if chosen else []
+    valid, rejected = screen_replies(replies, weights, {cid: fed.expected(cid) for cid in chosen})
+    rule = fed.rule
+    norms = {} if rule.clip_norm is None else {r.client_id: update_norm(weights, r.weights) for r in valid}
+    new_states = {r.client_id: r.optimizer_state for r in valid if r.optimizer_state is not None}
+    return RoundOutcome(aggregate(weights, valid, rule), valid, chosen, rejected, new_states, norms)
 
 
 def test_metrics(fed: Federation, round_index: int) -> dict[str, float]:
@@ -181,6 +122,7 @@ def round_records(fed: Federation, round_index: int, outcome: RoundOutcome, seco
             "num_samples": r.num_samples,
         }
         | {(k if k in TIMING_KEYS else f"train/{k}"): v for k, v in r.metrics.items()}
+        | ({"update_norm": outcome.update_norms[r.client_id]} if r.client_id in outcome.update_norms else {})
         for r in results
     ]
     spec = fed.round_spec(round_index)
@@ -190,10 +132,11 @@ def round_records(fed: Federation, round_index: int, outcome: RoundOutcome, seco
         "participants": len(outcome.participants),
         "clients": [r.client_id for r in results],
         "missing": sorted(
-            set(outcome.participants) - {r.client_id for r in results} - {x["client"] for x in outcome.rejected}
+            set(outcome.participants) - {r.client_id for r in results} - {x.client_id for x in outcome.rejected}
         ),
-        "rejected": outcome.rejected,
+        "rejected": [x.as_record() for x in outcome.rejected],
         "empty": not results,
+        "failed": outcome.failed,
         "seconds": seconds,
         "samples_per_s": sum(local_images(r.num_samples, spec) for r in results) / seconds if seconds > 0 else 0.0,
     }
@@ -218,7 +161,8 @@ def train(
     Resumes from ``run``'s checkpoint when there is one. ``max_rounds`` stops after that many
     rounds in this call (the run stays resumable). ``dispatch`` runs the clients (default:
     in this process, or in a pool of worker processes as ``federation.workers`` says; the pool
-    is closed when this returns or raises). Returns the final server state.
+    is closed when this returns or raises). Returns the final server state. Raises
+    :class:`RunFailed` after ``federation.max_failed_rounds`` failed rounds in a row.
     """
     torch.set_num_threads(cfg.federation.threads)
     fed = federation or Federation.from_config(cfg, data_dir, with_clients=dispatch is None)
@@ -233,39 +177,81 @@ def train(
             pool.close()
 
 
+def _with_streak(state: ServerState, streak: int) -> dict:
+    """``state.extra`` recording ``streak`` failed rounds in a row (no key at all when 0: old checkpoints unchanged)."""
+    extra = {k: v for k, v in state.extra.items() if k != FAILED_STREAK}
+    return extra | ({FAILED_STREAK: streak} if streak else {})
+
+
+def _failure_message(run: RunDir, round_number: int, streak: int, outcome: RoundOutcome) -> str:
+    last = outcome.rejected[-1]
+    reason = (last.reason.splitlines() or [""])[0]
+    return (
+        f"{run.path}: every reply was rejected in {streak} rounds in a row (rounds {round_number - streak + 1}-"
+        f"{round_number}; federation.max_failed_rounds), e.g. {reason}; the run stopped with status 'failed'"
+    )
+
+
 def _train_rounds(
     cfg: RunConfig, run: RunDir, fed: Federation, dispatch: Dispatcher, max_rounds: int | None, progress: bool
 ) -> ServerState:
-    """The round loop of :func:`train`."""
+    """The round loop of :func:`train`; leaves status "stopped" on Ctrl-C and "failed" on any error."""
     state = run.load_state() if run.has_checkpoint() else fed.initial_state()
+    fed.model.load_state_dict(state.weights)  # verifies the checkpoint fits before any file changes
     run.truncate_metrics(state.round)
-    fed.model.load_state_dict(state.weights)
     planned = cfg.effective_rounds
     stop = planned if max_rounds is None else min(planned, state.round + max_rounds)
     run.write_status(state, planned, running=True)
     bar = tqdm(
         range(state.round, stop), initial=state.round, total=planned, desc=cfg.name, unit="round", disable=not progress
     )
-    for r in bar:
-        start = time.perf_counter()
-        outcome = run_round(fed, state.weights, r, dispatch, state.client_states)
-        seconds = time.perf_counter() - start
-        fed.model.load_state_dict(outcome.weights)
-        records = round_records(fed, r, outcome, seconds, test_metrics(fed, r))
-        run.append_metrics(records)
-        state = dataclasses.replace(
-            state,
-            round=r + 1,
-            weights=outcome.weights,
-            wall_seconds=state.wall_seconds + seconds,
-            client_states=state.client_states | outcome.client_states,
-        )
-        run.save_state(state)
-        run.write_status(state, planned, running=True)
-        bar.set_postfix(
-            clients=len(outcome.results),
-            **{f"test_{t}": f"{records[-1][f'test/{t}']:.1f}" for t in fed.model.progress_terms},
-        )
-    run.write_status(state, planned, running=False)
-    write_run_artifacts(fed.model.cpu(), fed.groups, run, cfg)
+    try:
+        for r in bar:
+            new, outcome = _one_round(cfg, run, fed, dispatch, state, r, bar)
+            run.save_state(new)
+            state = new  # only now: a Ctrl-C before this line leaves the previous round in status and checkpoint
+            run.write_status(state, planned, running=True)
+            streak = state.extra.get(FAILED_STREAK, 0)
+            if streak >= cfg.federation.max_failed_rounds:
+                raise RunFailed(_failure_message(run, r + 1, streak, outcome))
+        write_run_artifacts(fed.model.cpu(), fed.groups, run, cfg)
+    except KeyboardInterrupt:
+        with contextlib.suppress(OSError):
+            run.write_status(state, planned, running=False)
+        raise
+    except Exception as exc:
+        with contextlib.suppress(OSError):
+            run.write_status(state, planned, running=False, failure=(str(exc).splitlines() or [type(exc).__name__])[0])
+        raise
+    finally:
+        bar.close()
+    run.write_status(state, planned, running=False)  # "finished" only once images and plots exist
     return state
+
+
+def _one_round(
+    cfg: RunConfig, run: RunDir, fed: Federation, dispatch: Dispatcher, state: ServerState, r: int, bar: tqdm
+) -> tuple[ServerState, RoundOutcome]:
+    """Round ``r``: train, append its metrics, show it on the bar; returns the new (unsaved) state and the outcome."""
+    start = time.perf_counter()
+    outcome = run_round(fed, state.weights, r, dispatch, state.client_states)
+    seconds = time.perf_counter() - start
+    fed.model.load_state_dict(outcome.weights)
+    records = round_records(fed, r, outcome, seconds, test_metrics(fed, r))
+    run.append_metrics(records)
+    streak = int(state.extra.get(FAILED_STREAK, 0)) + 1 if outcome.failed else 0
+    state = dataclasses.replace(
+        state,
+        round=r + 1,
+        weights=outcome.weights,
+        wall_seconds=state.wall_seconds + seconds,
+        client_states=state.client_states | outcome.client_states,
+        extra=_with_streak(state, streak),
+    )
+    flags = {"rejected": len(outcome.rejected), "FAILED": f"{streak} in a row"} if outcome.rejected else {}
+    bar.set_postfix(
+        clients=len(outcome.results),
+        **{k: v for k, v in flags.items() if k != "FAILED" or outcome.failed},
+        **{f"test_{t}": f"{records[-1][f'test/{t}']:.1f}" for t in fed.model.progress_terms},
+    )
+    return state, outcome

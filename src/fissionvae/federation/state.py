@@ -57,5 +57,24 @@ def load_state(path: str | Path) -> ServerState:
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
         version = payload.get("format_version") if isinstance(payload, dict) else None
         raise CheckpointError(f"{path}: checkpoint format {version!r} is not the supported format {FORMAT_VERSION}")
+    problem = _payload_problem(payload)
+    if problem:
+        raise CheckpointError(f"{path}: not a fissionvae server state ({problem})")
     names = {f.name for f in dataclasses.fields(ServerState)}
     return ServerState(**{k: v for k, v in payload.items() if k in names})
+
+
+def _payload_problem(payload: dict) -> str | None:
+    """Why a checkpoint's payload is not a :class:`ServerState`, or None."""
+    rnd = payload.get("round")
+    if isinstance(rnd, bool) or not isinstance(rnd, int) or rnd < 0:
+        return f"round {rnd!r} is not a count of rounds"
+    weights = payload.get("weights")
+    if not isinstance(weights, dict) or not all(isinstance(v, Tensor) for v in weights.values()):
+        return "weights is not a mapping of names to tensors"
+    for name in ("config", "extra", "client_states"):
+        if not isinstance(payload.get(name, {}), dict):
+            return f"{name} is not a mapping"
+    if "config" not in payload:
+        return "no stored config"
+    return None

@@ -1,6 +1,6 @@
 """Clients trained in parallel worker processes: the engine's worker pool.
 
-:class:`WorkerPool` is a dispatcher (see :mod:`.engine`) that trains a round's participants
+:class:`WorkerPool` is a dispatcher (see :mod:`.dispatch`) that trains a round's participants
 in a persistent pool of processes instead of one after another in the server process.
 
 - **Start-up, once per** :func:`~fissionvae.federation.engine.train` **call.** Workers are
@@ -44,21 +44,22 @@ import signal
 import time
 import traceback
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection, wait
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.multiprocessing  # registers the tensor reductions that pass shared-memory tensors to children
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from fissionvae.config import RunConfig
 from fissionvae.data.federated import ClientData
 from fissionvae.federation.client import ClientResult, LocalTrainSpec, client_update, local_images
-
-if TYPE_CHECKING:
-    from fissionvae.federation.engine import Federation
+from fissionvae.federation.replies import Reply
+from fissionvae.federation.server import Federation
 
 #: ``federation.workers: 0`` (auto) starts a pool only if one ``train`` call is expected to train
 #: at least this many samples (rounds x expected participants x local images per client): below
@@ -209,15 +210,15 @@ class WorkerPool:
 
     def __call__(
         self,
-        weights: dict,
+        weights: Mapping[str, Tensor],
         round_index: int,
         participants: list[int],
         spec: LocalTrainSpec,
-        client_states: dict | None = None,
-    ) -> list[ClientResult]:
+        client_states: Mapping[int, dict],
+    ) -> list[Reply]:
         if self._closed:
             raise WorkerError("the worker pool is closed")
-        states = client_states or {}
+        states = client_states
         self.round_stats = []
         fixed = {k: weights[k] for k in self.fixed_keys}
         pending = deque(participants)
@@ -247,9 +248,9 @@ class WorkerPool:
                     message = self._receive(w)  # a dead worker raises here
                     del busy[w.conn]
                     if message[0] == "error":
-                        raise WorkerError(
-                            f"client {message[1]} failed in worker {w.index} (pid {w.process.pid}):\n{message[2]}"
-                        )
+                        last = (message[2].strip().splitlines() or ["?"])[-1]  # the exception, for one-line reports
+                        where = f"client {message[1]} failed in worker {w.index} (pid {w.process.pid})"
+                        raise WorkerError(f"{where}: {last}\n{message[2]}")
                     replies[message[1]] = message[2]
                     self.round_stats.append({"client": message[1], "worker": w.index, "cpu_seconds": message[3]})
                     w.client = None

@@ -6,8 +6,8 @@
   process and its children by PID. Each prints the plain Flower command it runs.
 - ``fissionvae flower certs`` / ``keys`` / ``register``: TLS certificates, SuperNode key pairs,
   and ``flwr supernode register`` for node authentication.
-- :func:`add_train_options` / :func:`cmd_train_flower`: what ``fissionvae train --engine
-  flower-sim|flower`` needs (wired in by the main CLI).
+- ``fissionvae train --engine flower-sim|flower``: :mod:`.train_cli` (re-exported here for the
+  main CLI).
 
 Importing this module does not import ``flwr``.
 """
@@ -18,133 +18,37 @@ import argparse
 import shlex
 import signal
 import sys
+import time
 from pathlib import Path
 
-from fissionvae.federation.flower import FLOWER_ENGINES
-from fissionvae.federation.flower.launch import (
-    CONNECTION,
-    FlowerOptions,
+from fissionvae.federation.flower.bindings import NodeBinding, add_binding, read_bindings
+from fissionvae.federation.flower.commands import (
     FlowerRunError,
-    ProcessSet,
     TLSFiles,
     flower_env,
-    flwr,
+    gate_argv,
+    register_node,
     superlink_argv,
     supernode_argv,
     write_connection,
+)
+from fissionvae.federation.flower.processes import ProcessSet
+from fissionvae.federation.flower.train_cli import (  # noqa: F401 (the main CLI's entry points)
+    add_train_options,
+    check_inprocess_options,
+    cmd_train_flower,
 )
 
 DEFAULT_HOME = Path("flower-home")
 
 
-# --------------------------------------------------------------------------- train --engine
-
-
-#: ``fissionvae train`` options that only the Flower engines read (dest, flag)
-TRAIN_OPTIONS = (
-    ("superlink", "--superlink"),
-    ("root_certificates", "--root-certificates"),
-    ("round_timeout", "--round-timeout"),
-    ("node_wait", "--node-wait"),
-    ("client_cpus", "--client-cpus"),
-)
-
-
-def add_train_options(parser: argparse.ArgumentParser) -> None:
-    """Options of ``fissionvae train`` for ``--engine flower-sim|flower`` (``--engine`` itself is the main CLI's)."""
-    d = FlowerOptions()
-    g = parser.add_argument_group("Flower engines (--engine flower-sim | flower; see docs/flower.md)")
-    g.add_argument(
-        "--superlink",
-        metavar="HOST:PORT",
-        help="--engine flower: the SuperLink to run on (run this command on the SuperLink's machine: its ServerApp writes the run folder there)",
-    )
-    g.add_argument(
-        "--root-certificates",
-        type=Path,
-        metavar="CA_PEM",
-        help="--engine flower: CA certificate of a TLS SuperLink (default: plain HTTP, e.g. loopback)",
-    )
-    g.add_argument(
-        "--round-timeout",
-        type=float,
-        metavar="S",
-        help=f"seconds to wait for a round's replies; what arrived is aggregated (default {d.round_timeout:.0f})",
-    )
-    g.add_argument(
-        "--node-wait",
-        type=float,
-        metavar="S",
-        help=f"seconds to wait at start for every logical client's SuperNode (default {d.node_wait:.0f})",
-    )
-    g.add_argument(
-        "--client-cpus",
-        type=int,
-        metavar="N",
-        help=f"--engine flower-sim: CPUs per simulated client (default {d.client_cpus})",
-    )
-
-
-def check_inprocess_options(args: argparse.Namespace) -> None:
-    """Refuse Flower-only options with ``--engine inprocess`` (they would be silently ignored)."""
-    given = [flag for dest, flag in TRAIN_OPTIONS if getattr(args, dest, None) is not None]
-    if given:
-        raise ValueError(f"{', '.join(given)}: only for --engine flower-sim / flower (see docs/flower.md)")
-
-
-def cmd_train_flower(args: argparse.Namespace) -> int:
-    """``fissionvae train --engine flower-sim|flower`` (new run from --config, or --resume RUN_DIR)."""
-    from fissionvae.api import resume_config
-    from fissionvae.config import load_config, save_config
-    from fissionvae.federation.flower.launch import check_flower_config, train_with_flower
-    from fissionvae.runs import RunDir
-
-    if args.engine not in FLOWER_ENGINES:
-        raise ValueError(f"not a Flower engine: {args.engine}")
-    if args.engine == "flower" and not args.superlink:
-        raise ValueError(
-            "--engine flower needs --superlink HOST:PORT (start one with `fissionvae flower superlink`; see docs/flower.md)"
-        )
-    if args.engine == "flower-sim" and (args.superlink or args.root_certificates):
-        raise ValueError(
-            "--engine flower-sim starts its own simulation SuperLink; --superlink and --root-certificates are for --engine flower"
-        )
-    if args.engine == "flower" and args.client_cpus is not None:
-        raise ValueError("--client-cpus is for --engine flower-sim (a deployment's SuperNodes use their own machines)")
-    if args.resume:
-        run = RunDir.open(args.resume)
-        cfg = resume_config(run, args.overrides)
-        check_flower_config(cfg)
-        if args.overrides:
-            save_config(cfg, run.config_path)
-    else:
-        cfg = load_config(args.config, args.overrides)
-        check_flower_config(cfg)  # before the run folder is created
-        run = RunDir.create(args.runs_dir, cfg, args.name)
-    print(f"run folder: {run.path} (engine {args.engine})", flush=True)
-    given = {"round_timeout": args.round_timeout, "node_wait": args.node_wait, "client_cpus": args.client_cpus}
-    options = FlowerOptions(
-        root_certificates=args.root_certificates,
-        echo=not args.no_progress,
-        **{k: v for k, v in given.items() if v is not None},
-    )
-    try:
-        state = train_with_flower(
-            cfg, run, args.engine, args.superlink, data_dir=args.data_dir, max_rounds=args.max_rounds, options=options
-        )
-    except FlowerRunError as exc:
-        print(f"fissionvae: error: {exc}", file=sys.stderr)
-        return 1
-    print(f"run folder: {run.path} ({state.round} round(s) done)")
-    return 0
-
-
 # --------------------------------------------------------------------------- foreground processes
 
 
-def _foreground(name: str, argv: list[str], env: dict[str, str]) -> int:
-    """Run a Flower process attached to this terminal; stop it (and its children) by PID on exit."""
-    print(f"+ FLWR_HOME={shlex.quote(env['FLWR_HOME'])} {shlex.join(argv)}", flush=True)
+def _foreground(commands: list[tuple[str, list[str]]], env: dict[str, str]) -> int:
+    """Run Flower processes attached to this terminal until one exits; stop all (and children) by PID."""
+    for _, argv in commands:
+        print(f"+ FLWR_HOME={shlex.quote(env['FLWR_HOME'])} {shlex.join(argv)}", flush=True)
 
     def terminate(signum, frame):
         raise SystemExit(128 + signum)
@@ -152,9 +56,11 @@ def _foreground(name: str, argv: list[str], env: dict[str, str]) -> int:
     previous = signal.signal(signal.SIGTERM, terminate)
     try:
         with ProcessSet() as procs:
-            proc = procs.start(name, argv, env, inherit_output=True)
+            started = [procs.start(name, argv, env, inherit_output=True) for name, argv in commands]
             try:
-                return proc.popen.wait()
+                while all(p.running() for p in started):
+                    time.sleep(0.2)
+                return next(p.popen.returncode for p in started if not p.running())
             except KeyboardInterrupt:
                 return 130
     finally:
@@ -172,34 +78,58 @@ def _tls_from_args(args) -> TLSFiles | None:
     if args.ssl_certfile and args.ssl_keyfile and args.ssl_ca_certfile:
         return TLSFiles(Path(args.ssl_ca_certfile), Path(args.ssl_certfile), Path(args.ssl_keyfile))
     raise ValueError(
-        "choose TLS (--certs DIR, or --ssl-ca-certfile/--ssl-certfile/--ssl-keyfile) or --insecure (plain HTTP, loopback/trusted networks only)"
+        "choose TLS (--certs DIR, or --ssl-ca-certfile/--ssl-certfile/--ssl-keyfile) or --insecure (plain HTTP, "
+        "loopback/trusted networks only)"
     )
 
 
 def cmd_superlink(args) -> int:
+    """The SuperLink on loopback (``--control-port``: runs, registration), the Fleet API gate on ``--host:--port``."""
     tls = _tls_from_args(args)
     for f in (tls.ca_cert, tls.server_cert, tls.server_key) if tls else ():
         if not f.is_file():
             raise FileNotFoundError(f"TLS file not found: {f}")
+    if args.control_port == args.port:
+        raise ValueError(f"--control-port {args.control_port}: must differ from --port (the nodes' port)")
     home = Path(args.home) if args.home else DEFAULT_HOME / "superlink"
     home.mkdir(parents=True, exist_ok=True)
     database = None if args.in_memory else home / "superlink.db"
-    argv = superlink_argv(
-        args.host, args.port, simulation=args.simulation, tls=tls, node_auth=args.node_auth, database=database
+    superlink = superlink_argv(
+        "127.0.0.1",
+        args.control_port,
+        simulation=args.simulation,
+        tls=tls,
+        node_auth=args.node_auth,
+        database=database,
     )
-    return _foreground("flower-superlink", argv, flower_env(home))
+    commands = [("flower-superlink", superlink)]
+    if not args.simulation:  # simulated nodes need no Fleet API
+        gate = gate_argv(f"{args.host}:{args.port}", f"127.0.0.1:{args.control_port}", tls)
+        commands.append(("fleet gate", gate))
+    return _foreground(commands, flower_env(home))
 
 
-def cmd_supernode(args) -> int:
+def _node_config_from_args(args) -> dict:
+    """The node config naming one logical client: ``--group`` + ``--partition``, or ``--client-id``."""
     if (args.group is None) == (args.client_id is None):
         raise ValueError("give --group and --partition, or --client-id")
     if args.group is not None and args.partition is None:
         raise ValueError("--group needs --partition (0-based index of this node's share of the group)")
+    if args.group is not None:
+        return {"group": args.group, "partition": args.partition}
+    return {"client-id": args.client_id}
+
+
+def _add_client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--group", help="group name (or index) of the node's client, e.g. mnist")
+    parser.add_argument("--partition", type=int, help="0-based partition index within the group (0 .. clients-1)")
+    parser.add_argument("--client-id", type=int, help="logical client id instead of --group/--partition")
+
+
+def cmd_supernode(args) -> int:
     if args.insecure == (args.root_certificates is not None):
         raise ValueError("give --root-certificates CA_PEM (TLS SuperLink) or --insecure (plain HTTP)")
-    node_config: dict = (
-        {"group": args.group, "partition": args.partition} if args.group is not None else {"client-id": args.client_id}
-    )
+    node_config = _node_config_from_args(args)
     if args.data_dir is not None:
         node_config["data-dir"] = str(Path(args.data_dir).resolve())
     label = f"{args.group}-{args.partition}" if args.group is not None else f"client-{args.client_id}"
@@ -213,15 +143,18 @@ def cmd_supernode(args) -> int:
         auth_private_key=args.auth_key,
         max_retries=args.max_retries,
     )
-    return _foreground("flower-supernode", argv, flower_env(home))
+    return _foreground([("flower-supernode", argv)], flower_env(home))
 
 
 def cmd_certs(args) -> int:
     from fissionvae.federation.flower.security import generate_certificates
 
-    files = generate_certificates(args.out, args.host or ["127.0.0.1", "localhost"], args.days)
+    # the gate reaches the SuperLink on loopback: its certificate must name it there too
+    hosts = list(dict.fromkeys([*(args.host or []), "127.0.0.1", "localhost"]))
+    files = generate_certificates(args.out, hosts, args.days)
     print(
-        f"wrote {files.ca_cert} (give to every SuperNode and to `train --root-certificates`), {files.server_cert}, {files.server_key} (SuperLink only; keep private), {Path(args.out) / 'ca.key'} (keep private)"
+        f"wrote {files.ca_cert} (give to every SuperNode and to `train --root-certificates`), {files.server_cert}, "
+        f"{files.server_key} (SuperLink only; keep private), {Path(args.out) / 'ca.key'} (keep private)"
     )
     return 0
 
@@ -231,20 +164,41 @@ def cmd_keys(args) -> int:
 
     private, public = generate_node_keys(args.out, args.name)
     print(
-        f"wrote {private} (stays on the SuperNode: --auth-key) and {public} (register it: fissionvae flower register {public} --superlink ...)"
+        f"wrote {private} (stays on the SuperNode: --auth-key) and {public} (register it: fissionvae flower register "
+        f"{public} --superlink ...)"
     )
     return 0
 
 
 def cmd_register(args) -> int:
+    """Register a node key on this machine's SuperLink and bind it to the client it may serve."""
     if args.insecure == (args.root_certificates is not None):
         raise ValueError("give --root-certificates CA_PEM (TLS SuperLink) or --insecure (plain HTTP)")
+    node_config = _node_config_from_args(args)
+    public_key = Path(args.public_key)
+    try:
+        key_text = public_key.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{public_key}: cannot read the public key ({exc})") from None
+    if args.bindings is not None:  # refuse a taken client or key before registering anything
+        taken = read_bindings(args.bindings) if Path(args.bindings).exists() else []
+        for b in taken:
+            if b.node_config == node_config or b.public_key == key_text:
+                what = "this client" if b.node_config == node_config else "this key"
+                raise ValueError(f"{args.bindings}: {what} is already bound ({b.node_config} -> node {b.node_id})")
     home = Path(args.home)
     write_connection(home, args.superlink, args.root_certificates)
-    res = flwr(["supernode", "register", str(args.public_key), CONNECTION], flower_env(home))
-    print(res.stdout, end="")
-    print(res.stderr, end="", file=sys.stderr)
-    return res.returncode
+    try:
+        node_id = register_node(public_key, flower_env(home))
+    except FlowerRunError as exc:
+        print(f"fissionvae: error: {exc}", file=sys.stderr)
+        return 1
+    if args.bindings is not None:
+        add_binding(args.bindings, NodeBinding(node_config, node_id, key_text))
+        print(f"registered {public_key} as node {node_id}, bound to {node_config} in {args.bindings}")
+    else:
+        print(f"registered {public_key} as node {node_id} (not bound to a client: give --bindings FILE)")
+    return 0
 
 
 def register(subparsers) -> None:
@@ -260,7 +214,14 @@ def register(subparsers) -> None:
         "--port",
         type=int,
         default=8000,
-        help="the one HTTP(S) port for SuperNodes, flwr and the ServerApp (default 8000)",
+        help="the SuperNodes' port: Fleet API only, through the gate (default 8000)",
+    )
+    s.add_argument(
+        "--control-port",
+        type=int,
+        default=8001,
+        help="loopback port of the SuperLink itself: its control API (`train`, `register`) and the ServerApp's "
+        "runtime API, reachable on this machine only (default 8001)",
     )
     s.add_argument("--home", help="FLWR_HOME of the SuperLink (default ./flower-home/superlink)")
     s.add_argument(
@@ -287,9 +248,7 @@ def register(subparsers) -> None:
 
     n = sub.add_parser("supernode", help="start a Flower SuperNode serving one logical client (foreground)")
     n.add_argument("--superlink", required=True, metavar="HOST:PORT")
-    n.add_argument("--group", help="group name (or index) of this node's client, e.g. mnist")
-    n.add_argument("--partition", type=int, help="0-based partition index within the group (0 .. clients-1)")
-    n.add_argument("--client-id", type=int, help="logical client id instead of --group/--partition")
+    _add_client_options(n)
     n.add_argument(
         "--data-dir",
         type=Path,
@@ -320,7 +279,8 @@ def register(subparsers) -> None:
     c.add_argument(
         "--host",
         action="append",
-        help="host name or IP address the SuperNodes use to reach the SuperLink (repeatable; default 127.0.0.1 and localhost)",
+        help="host name or IP address the SuperNodes use to reach the SuperLink (repeatable; 127.0.0.1 and localhost, "
+        "which the Fleet API gate uses, are always added)",
     )
     c.add_argument("--days", type=int, default=365)
     c.set_defaults(func=cmd_certs)
@@ -330,9 +290,24 @@ def register(subparsers) -> None:
     k.add_argument("--name", default="supernode")
     k.set_defaults(func=cmd_keys)
 
-    r = sub.add_parser("register", help="register a SuperNode public key with a SuperLink started with --node-auth")
-    r.add_argument("public_key", type=Path)
-    r.add_argument("--superlink", required=True, metavar="HOST:PORT")
+    r = sub.add_parser(
+        "register",
+        help="on the SuperLink's machine: register a SuperNode public key (--node-auth) and bind it to its client",
+    )
+    r.add_argument("public_key", type=Path, help="the node's public key (`fissionvae flower keys`)")
+    r.add_argument(
+        "--superlink",
+        required=True,
+        metavar="HOST:PORT",
+        help="the SuperLink's control address on this machine (127.0.0.1:--control-port, default 127.0.0.1:8001)",
+    )
+    _add_client_options(r)
+    r.add_argument(
+        "--bindings",
+        type=Path,
+        metavar="FILE",
+        help="node-bindings file to record client -> node in (give it to `train --node-bindings`)",
+    )
     r.add_argument("--root-certificates", type=Path, metavar="CA_PEM")
     r.add_argument("--insecure", action="store_true")
     r.add_argument(

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from torch import Tensor
 
     from fissionvae.federation.client import ClientResult, LocalTrainSpec
+    from fissionvae.federation.replies import Rejected
 
 ARRAYS, CONFIG, METRICS, META, IDENTITY = "arrays", "config", "metrics", "meta", "identity"
 NUM_EXAMPLES = "num-examples"
@@ -156,60 +157,27 @@ def parse_identity(content: RecordDict) -> tuple[int, dict]:
     return int(record["client-id"]), {k[len("node-") :]: v for k, v in record.items() if k.startswith("node-")}
 
 
-class UnreadableWeights(Mapping):
-    """Stands in for the weights of a reply that could not be decoded.
+def parse_result(content: RecordDict, expected_client: int) -> ClientResult | Rejected:
+    """The reply to client ``expected_client``'s instruction, decoded but not yet trusted.
 
-    Any look at it raises :class:`InvalidUpdate` with the reason, so the engine's reply check
-    (:func:`~fissionvae.federation.aggregation.check_update`, called by ``run_round``) rejects
-    the reply and logs the reason in metrics.jsonl like any other invalid update.
-    """
-
-    def __init__(self, reason: str):
-        self.reason = reason
-
-    def _fail(self):
-        from fissionvae.federation.aggregation import InvalidUpdate
-
-        raise InvalidUpdate(self.reason)
-
-    def __getitem__(self, key):
-        self._fail()
-
-    def __iter__(self) -> Iterator[str]:
-        self._fail()
-
-    def __len__(self) -> int:
-        self._fail()
-
-
-def unreadable(client_id: int, reason: str) -> ClientResult:
-    """A reply the engine must reject with ``reason`` (see :class:`UnreadableWeights`)."""
-    from fissionvae.federation.client import ClientResult
-
-    return ClientResult(client_id, [], 0, UnreadableWeights(f"client {client_id}: {reason}"), {})  # type: ignore[arg-type]
-
-
-def parse_result(content: RecordDict, expected_client: int, expected_groups: list[int]) -> ClientResult:
-    """The ClientResult of a reply to client ``expected_client``'s instruction.
-
-    A reply whose records are missing or malformed, or that claims another client id or other
-    groups, becomes an :func:`unreadable` result (rejected and logged by the engine).
+    Values are passed on as they came (a count of ``2.5`` or ``"12"`` stays so), for the engine's
+    reply checks (:mod:`fissionvae.federation.replies`) to reject. A reply whose records are missing
+    or cannot be decoded, or that names another client, becomes a :class:`Rejected` with the reason.
     """
     from fissionvae.federation.client import ClientResult
+    from fissionvae.federation.replies import Rejected
 
     try:
-        meta = content.config_records[META]
-        claimed = int(meta["client-id"])
-        if claimed != expected_client:
-            raise ValueError(f"reply claims client {claimed}")
-        num_samples = int(meta[NUM_EXAMPLES])
-        groups = [int(g) for g in meta["groups"]]
-        if groups != list(expected_groups):
-            raise ValueError(f"reply claims groups {groups}, expected {list(expected_groups)}")
-        metrics = {k: v for k, v in content.metric_records[METRICS].items() if k != NUM_EXAMPLES}
-        if not all(isinstance(v, (int, float)) for v in metrics.values()):
-            raise ValueError("non-scalar metrics")
-        weights: Mapping[str, Tensor] = record_to_state(content.array_records[ARRAYS])
+        meta: Mapping[str, Any] = content.config_records[META]  # raw values, checked by the engine
+        claimed = meta["client-id"]
+        if claimed != expected_client or type(claimed) is not int:
+            raise ValueError(f"reply claims client {claimed!r}")
+        groups = meta["groups"]
+        groups = list(groups) if isinstance(groups, list) else groups
+        metrics: dict[str, Any] = {k: v for k, v in content.metric_records[METRICS].items() if k != NUM_EXAMPLES}
+        weights = record_to_state(content.array_records[ARRAYS])
+        result = ClientResult(expected_client, groups, meta[NUM_EXAMPLES], weights, metrics)
     except Exception as exc:  # any decoding problem makes the reply invalid, never fatal
-        return unreadable(expected_client, f"unreadable reply ({type(exc).__name__}: {exc})")
-    return ClientResult(expected_client, groups, num_samples, dict(weights), dict(metrics))
+        reason = str(exc).splitlines()[0][:200] if str(exc) else ""
+        return Rejected(expected_client, f"client {expected_client}: unreadable reply ({type(exc).__name__}: {reason})")
+    return result

@@ -26,7 +26,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from fissionvae.federation.flower.launch import TLSFiles
+from fissionvae.federation.flower.commands import TLSFiles
 
 
 def _write(path: Path, data: bytes, private: bool = False) -> Path:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from logging import INFO, WARNING
 from pathlib import Path
@@ -22,11 +23,16 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
+from torch import Tensor
 
-from fissionvae.federation.client import ClientResult, LocalTrainSpec
+from fissionvae.federation.client import LocalTrainSpec
 from fissionvae.federation.engine import Federation, train
-from fissionvae.federation.flower.launch import check_flower_config
+from fissionvae.federation.flower.bindings import client_nodes
+from fissionvae.federation.flower.clientapp import client_id_for
+from fissionvae.federation.flower.launch import SERVERAPP_PROCESS, check_flower_config
+from fissionvae.federation.flower.processes import this_process
 from fissionvae.federation.flower.strategy import GroupFedAvg, NodeDirectory, exchange
+from fissionvae.federation.replies import Reply
 from fissionvae.io import append_jsonl, atomic_write_json
 from fissionvae.runs import RunDir
 
@@ -41,6 +47,7 @@ class ServerSettings:
     round_timeout: float = 3600.0
     node_wait: float = 120.0
     poll_interval: float = 0.5
+    node_bindings: str = ""
 
     @classmethod
     def from_run_config(cls, run_config) -> ServerSettings:
@@ -51,10 +58,12 @@ class ServerSettings:
             round_timeout=float(run_config.get("round-timeout", 3600.0)),
             node_wait=float(run_config.get("node-wait", 120.0)),
             poll_interval=float(run_config.get("poll-interval", 0.5)),
+            node_bindings=str(run_config.get("node-bindings", "")),
         )
         if not s.run_dir:
             raise ValueError(
-                "run config 'run-dir' is empty: start runs with `fissionvae train --engine flower|flower-sim`, or pass --run-config 'run-dir=\"...\"' to flwr run"
+                "run config 'run-dir' is empty: start runs with `fissionvae train --engine flower|flower-sim`, or "
+                "pass --run-config 'run-dir=\"...\"' to flwr run"
             )
         if s.round_timeout <= 0 or s.poll_interval <= 0 or s.node_wait < 0 or s.max_rounds < 0:
             raise ValueError(f"invalid Flower run config: {s}")
@@ -87,12 +96,12 @@ class FlowerDispatcher:
 
     def __call__(
         self,
-        weights: dict,
+        weights: Mapping[str, Tensor],
         round_index: int,
         participants: list[int],
         spec: LocalTrainSpec,
-        client_states: dict | None = None,
-    ) -> list[ClientResult]:
+        client_states: Mapping[int, dict],
+    ) -> list[Reply]:
         if spec.keep_optimizer:
             raise ValueError("Flower clients keep no optimiser state between rounds (see launch.check_flower_config)")
         start = time.perf_counter()
@@ -107,7 +116,7 @@ class FlowerDispatcher:
             "participants": list(participants),
             "sent": {str(cid): m.metadata.dst_node_id for cid, m in pairs},
             "no_node": [c for c in participants if self.directory.node_of(c) is None],
-            "replied": sorted(r.client_id for r in results),
+            "replied": sorted(r.client_id for r in results if r.client_id is not None),
             "errors": errors,
             "timed_out": sorted(set(client_of.values()) - answered),
             "push_failed": len(pairs) - len(client_of),
@@ -150,7 +159,11 @@ def serve(grid: Grid, settings: ServerSettings) -> int:
     fed = Federation.from_config(cfg, data_dir, with_clients=False)
     log_dir = run.path / "flower"
     log_dir.mkdir(exist_ok=True)
-    directory = NodeDirectory(grid, fed, settings.poll_interval, query_timeout=min(settings.round_timeout, 60.0))
+    atomic_write_json(log_dir / SERVERAPP_PROCESS, this_process())  # `fissionvae train` stops it if the SuperLink dies
+    bindings = client_nodes(settings.node_bindings, cfg, client_id_for) if settings.node_bindings else None
+    directory = NodeDirectory(
+        grid, fed, settings.poll_interval, query_timeout=min(settings.round_timeout, 60.0), bindings=bindings
+    )
     strategy = GroupFedAvg(fed, directory, message_ttl=settings.round_timeout)
     dispatcher = FlowerDispatcher(grid, strategy, settings.round_timeout, settings.poll_interval, log_dir)
     n = len(fed.client_groups)

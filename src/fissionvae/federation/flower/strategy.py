@@ -7,9 +7,10 @@ engine's functions, never copies of them:
   (:func:`~fissionvae.federation.sampling.sample_participants`, as ``run_round`` draws it), and
   one message per participant holding ONLY the keys that client owns (encoder + its group's
   branch), addressed to the SuperNode that serves that client.
-- ``aggregate_train``: replies -> :class:`ClientResult` -> the engine's ``run_round`` (reply
-  checks with ``check_update``, then group-aware ``aggregate``: encoder over all replies, branch g
-  over group g's replies, sample-count weights, heterogeneous shapes, a branch nobody sent kept).
+- ``aggregate_train``: replies -> :class:`ClientResult` or ``Rejected`` -> the engine's ``run_round``
+  (reply checks of :mod:`fissionvae.federation.replies`, then group-aware ``aggregate``: encoder
+  over all replies, branch g over group g's replies, the configured rule, heterogeneous shapes, a
+  branch nobody sent kept).
   Flower does not hand ``aggregate_train`` the global model, so the strategy keeps it
   (``self.weights``); a group that sat out a round keeps its branch.
 
@@ -29,7 +30,6 @@ client id. The :class:`NodeDirectory` learns the mapping by sending each new nod
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from logging import INFO, WARNING
 
@@ -39,9 +39,11 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from torch import Tensor
 
-from fissionvae.federation.client import ClientResult, LocalTrainSpec
+from fissionvae.federation.client import LocalTrainSpec
+from fissionvae.federation.dispatch import Replayed
 from fissionvae.federation.engine import Federation, run_round
 from fissionvae.federation.flower import messages as wire
+from fissionvae.federation.replies import Reply
 from fissionvae.federation.sampling import sample_participants
 
 
@@ -75,13 +77,23 @@ class NodeDirectory:
 
     Each online node is asked once which client it serves; a node that leaves is forgotten (and
     asked again if it comes back); a query unanswered after ``query_timeout`` seconds is dropped
-    and the node asked again in the next call, without waiting for it any more. Two nodes claiming one client: the first keeps it, the other
-    is logged and ignored. :meth:`restore` takes the answers a previous ServerApp of the same run
+    and the node asked again in the next call, without waiting for it any more. With ``bindings``
+    (logical client id -> node id, from the operator's node-bindings file) a claim to a client is
+    accepted only from the node bound to it; without, two nodes claiming one client: the first
+    keeps it, the other is logged and ignored. :meth:`restore` takes the answers a previous ServerApp of the same run
     recorded (``nodes.json``) for nodes that are still online, so a resumed run does not ask again.
     """
 
-    def __init__(self, grid: Grid, fed: Federation, poll_interval: float = 0.5, query_timeout: float = 60.0):
+    def __init__(
+        self,
+        grid: Grid,
+        fed: Federation,
+        poll_interval: float = 0.5,
+        query_timeout: float = 60.0,
+        bindings: Mapping[int, int] | None = None,
+    ):
         self.grid = grid
+        self.bindings = dict(bindings) if bindings is not None else None
         self.fed = fed
         self.poll_interval = poll_interval
         self.query_timeout = query_timeout
@@ -186,6 +198,15 @@ class NodeDirectory:
                 len(self.fed.client_groups) - 1,
             )
             return
+        if self.bindings is not None and self.bindings.get(client_id) != node_id:
+            log(
+                WARNING,
+                "node %d claims client %d, which the node bindings give to node %s: refused",
+                node_id,
+                client_id,
+                self.bindings.get(client_id),
+            )
+            return
         holder = self.node_of_client.get(client_id)
         if holder is not None and holder != node_id:
             log(WARNING, "node %d also claims client %d (served by node %d): ignored", node_id, client_id, holder)
@@ -273,37 +294,23 @@ class GroupFedAvg(FedAvg):
 
     def decode_replies(
         self, replies: Iterable[Message], client_of: Mapping[str, int]
-    ) -> tuple[list[ClientResult], list[dict]]:
-        """ClientResults (sorted by client id) and error replies ``{"client", "code", "reason"}``.
+    ) -> tuple[list[Reply], list[dict]]:
+        """Decoded replies (client-id order) and error replies ``{"client", "code", "reason"}``.
 
-        Malformed replies become results the engine rejects (see :func:`messages.unreadable`);
-        so do replies whose metric names differ from the round's other replies (the engine
-        averages metrics by name).
+        A malformed reply becomes a :class:`Rejected` value; a second reply for one client is kept
+        too, so that the engine's reply checks reject both (:mod:`fissionvae.federation.replies`).
         """
-        results: list[ClientResult] = []
+        results: list[Reply] = []
         errors: list[dict] = []
-        seen: set[int] = set()
         for msg in replies:
             cid = client_of.get(msg.metadata.reply_to_message_id)
-            if cid is None or cid in seen:
+            if cid is None:
                 continue
-            seen.add(cid)
             if msg.has_error():
                 errors.append({"client": cid, "code": int(msg.error.code), "reason": str(msg.error.reason)})
                 continue
-            results.append(wire.parse_result(msg.content, cid, self.fed.client_groups[cid]))
-        readable = [r for r in results if isinstance(r.weights, dict)]
-        if readable:
-            names = Counter(frozenset(r.metrics) for r in readable).most_common(1)[0][0]
-            results = [
-                r
-                if not isinstance(r.weights, dict) or frozenset(r.metrics) == names
-                else wire.unreadable(
-                    r.client_id, f"metric names {sorted(r.metrics)} differ from the other replies' {sorted(names)}"
-                )
-                for r in results
-            ]
-        return sorted(results, key=lambda r: r.client_id), errors
+            results.append(wire.parse_result(msg.content, cid))
+        return sorted(results, key=lambda r: r.client_id or 0), errors
 
     # ---------------------------------------------------------------- Flower's Strategy API
     def configure_train(
@@ -333,11 +340,11 @@ class GroupFedAvg(FedAvg):
             raise RuntimeError("aggregate_train before configure_train: no global model")
         client_of = {m.metadata.message_id: cid for cid, m in self._sent}  # ids set when pushed
         results, errors = self.decode_replies(replies, client_of)
-        outcome = run_round(self.fed, self.weights, server_round - 1, lambda *_, **__: results)
+        outcome = run_round(self.fed, self.weights, server_round - 1, Replayed(results))
         for e in errors:
             log(WARNING, "client %d: error reply: %s", e["client"], e["reason"])
         for r in outcome.rejected:
-            log(WARNING, "client %d: reply rejected: %s", r["client"], r["reason"])
+            log(WARNING, "client %s: reply rejected: %s", r.client_id, r.reason)
         self.weights = outcome.weights
         metrics = {
             "clients": len(outcome.results),

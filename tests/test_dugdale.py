@@ -25,6 +25,7 @@ from fissionvae.studies.dugdale import (
     run_dugdale_study,
     verdict,
 )
+from fissionvae.studies.dugdale_verdict import verdict_sentence
 from fissionvae.studies.figures import loss_curve
 
 
@@ -60,7 +61,12 @@ def test_each_preset_pairs_a_federated_and_a_centralised_run_of_one_model(name):
     p = PRESETS[name]
     fed, cen = load_config(CONFIGS_DIR / p.federated), load_config(CONFIGS_DIR / p.centralized)
     assert (fed.mode, cen.mode) == ("federated", "centralized") and fed.name != cen.name
-    assert fed.model == cen.model == load_config(CONFIGS_DIR / "federated.yaml").model
+    paper = load_config(CONFIGS_DIR / "federated.yaml").model
+    assert fed.model == cen.model
+    if name == "fixed":  # our one deviation: no BatchNorm on the decoder's output
+        assert not fed.model.decoder.output_norm and paper.decoder.output_norm
+        fed.model.decoder.output_norm = True
+    assert fed.model == paper
     assert fed.data == cen.data and fed.train == cen.train and fed.federation.participation == 1.0
 
 
@@ -97,15 +103,31 @@ def test_loss_curve_counts_passes_over_the_training_set():
     assert curve.train["recon"].tolist() == [10.0, 5.0] and curve.test["kl_prior"].tolist() == [2.0, 2.0]
 
 
-def test_verdict_applies_the_stated_tolerances():
-    def numbers(fid_fed, nll_fed):
-        return {"centralized": {"fid": 100.0, "neg_elbo": 100.0}, "federated": {"fid": fid_fed, "neg_elbo": nll_fed}}
+def test_verdict_is_noise_aware_and_checks_the_floor():
+    def numbers(fid_fed, nll_fed, fid_hw=1.0, nll_hw=0.5, recon=150.0):
+        run = {"fid_half_width": fid_hw, "neg_elbo_half_width": nll_hw, "final_test_recon": recon}
+        return {
+            "centralized": {"fid": 100.0, "neg_elbo": 100.0, **run},
+            "federated": {"fid": fid_fed, "neg_elbo": nll_fed, **run},
+            "floor": {"nll": 206.0},
+        }
 
-    assert verdict(numbers(100 * (1 + FID_TOLERANCE) - 1e-9, 100 * (1 + NLL_TOLERANCE) - 1e-9))["matched"]
-    assert verdict(numbers(50.0, 90.0))["matched"]  # better than centralised counts as a match
-    assert not verdict(numbers(100 * (1 + FID_TOLERANCE) + 0.01, 100.0))["matched"]
-    assert not verdict(numbers(100.0, 100 * (1 + NLL_TOLERANCE) + 0.01))["matched"]
-    assert verdict(numbers(111.0, 100.0))["fid_relative"] == pytest.approx(0.11)
+    same = verdict(numbers(101.0, 100.5))
+    assert same["verdict"] == "same" and same["beat_floor"]
+    assert {k: m["verdict"] for k, m in same["metrics"].items()} == {"fid": "same", "neg_elbo": "same"}
+    # a FID gap beyond the noise and the 10% tolerance differs, whatever the NLL says
+    assert verdict(numbers(100 * (1 + FID_TOLERANCE) + 3, 100.0))["verdict"] == "differs"
+    assert verdict(numbers(100.0, 100 * (1 + NLL_TOLERANCE) + 2))["verdict"] == "differs"
+    # within tolerance but beyond a tiny noise, or within a huge noise but beyond tolerance: inconclusive
+    assert verdict(numbers(105.0, 100.0, fid_hw=0.1))["verdict"] == "inconclusive"
+    assert verdict(numbers(100.0, 103.0, nll_hw=5.0))["verdict"] == "inconclusive"
+    # models whose reconstruction term is not below the mean-image floor have learned nothing: said first
+    unlearned = verdict(numbers(101.0, 100.5, recon=268.0))
+    assert unlearned["verdict"] == "same" and not unlearned["beat_floor"]
+    sentence = verdict_sentence(unlearned, numbers(101.0, 100.5, recon=268.0))
+    assert sentence.startswith("At least one model's reconstruction term is not below the mean-image floor (206.0")
+    smoke = verdict_sentence(same, numbers(101.0, 100.5), smoke_test=True)
+    assert smoke.startswith("Smoke test only") and "matched" in smoke
 
 
 def test_cli_registers_study_dugdale(tmp_path):
@@ -181,7 +203,10 @@ def test_quick_study_end_to_end(tmp_path, shared_data_dir, inception_path, monke
     ):
         assert title in text, title
     numbers = json.loads((out / "dugdale.json").read_text())
-    assert numbers["sentence"] in text and ("did not match" in text) != numbers["verdict"]["matched"]
+    assert numbers["sentence"] in text and numbers["verdict"]["verdict"] in ("same", "differs", "inconclusive")
+    assert text.startswith("# Dugdale (2023): federated vs centralised conv VAE on MNIST (SMOKE TEST)")
+    assert numbers["sentence"].startswith("Smoke test only") and numbers["smoke_test"]
+    assert "| floor (mean image) |" in text and numbers["floor"]["nll"] > 0
     fed, cen = numbers["federated"], numbers["centralized"]
     assert (
         fed["run"] == str(stopped.path) and common.read_status(stopped)["state"] == "finished"
@@ -189,6 +214,7 @@ def test_quick_study_end_to_end(tmp_path, shared_data_dir, inception_path, monke
     assert fed["rounds_done"] == cen["rounds_done"] == 2 and fed["images_processed"] == cen["images_processed"] == 2048
     for n in (fed, cen):
         assert n["generated"] == n["fid_generated"] == 20 and n["fid_real"] == n["nll_images"] == 100 and n["reduced"]
+        assert n["fid_half_width"] > 0 and n["neg_elbo_half_width"] > 0
         assert (
             math.isfinite(n["fid"])
             and n["fid"] > 0

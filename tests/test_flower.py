@@ -664,8 +664,8 @@ def round_one(tmp_path_factory, shared_data_dir):
         fed = Federation.from_config(cfg)
         inner = InProcessDispatcher(fed)
 
-        def dispatch(weights, round_index, participants, spec, _lost=lost, _inner=inner, **kwargs):
-            return _inner(weights, round_index, [c for c in participants if c not in _lost], spec, **kwargs)
+        def dispatch(weights, round_index, participants, spec, client_states, _lost=lost, _inner=inner):
+            return _inner(weights, round_index, [c for c in participants if c not in _lost], spec, client_states)
 
         out[name] = train(cfg, run, federation=fed, dispatch=dispatch, max_rounds=1, progress=False).weights
     return SimpleNamespace(cfg=cfg, **out)

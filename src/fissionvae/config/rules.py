@@ -137,6 +137,9 @@ def _validate_model(m: ModelConfig, num_groups: int) -> None:
         raise ConfigError(f"model.dlml_components: must be >= 1, got {m.dlml_components}")
     _validate_widths(m, "model", ("encoder_hidden", "z2_encoder_hidden", "encoder_head"))
     _validate_widths(m.decoder, "model.decoder", ("hidden", "latent_hidden", "head"))
+    for name in ("gaussian_std_init", "gaussian_std_lr"):
+        if not getattr(m, name) > 0 or not math.isfinite(getattr(m, name)):
+            raise ConfigError(f"model.{name}: must be a positive finite number, got {getattr(m, name)}")
     if m.latent_dim < 1 or m.z2_dim < 1:
         raise ConfigError("model.latent_dim and model.z2_dim must be >= 1")
     if m.prior == "learnable" and not m.hierarchical:

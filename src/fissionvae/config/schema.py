@@ -29,6 +29,9 @@ class DecoderConfig:
     hidden: list[int] = field(default_factory=lambda: [256, 512])
     latent_hidden: list[int] = field(default_factory=lambda: [64, 64])
     head: list[int] = field(default_factory=list)  # strided: MLP widths from z1 to the first feature map
+    # conv-mirror: normalise the decoder's output logits (Dugdale's notebook: BatchNorm2d(1) before the
+    # sigmoid). false drops that last normalisation layer (our deviation; docs/results/dugdale.md)
+    output_norm: bool = True
 
 
 @dataclass
@@ -116,6 +119,12 @@ class ModelConfig:
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     likelihood: Literal["bernoulli", "gaussian", "dlml"] = "bernoulli"
     dlml_components: int = 10  # K of the discretised logistic mixture (likelihood: dlml)
+    # likelihood: gaussian. The one std shared by all pixels, images, branches and groups (the paper's
+    # "shared global variance"): "learned" (trained, Adam lr gaussian_std_lr, from gaussian_std_init on
+    # the [-1, 1] scale) or "calibrated" (sigma-VAE: closed form from each batch's mean squared error)
+    gaussian_std: Literal["learned", "calibrated"] = "learned"
+    gaussian_std_init: float = 0.5
+    gaussian_std_lr: float = 0.01
 
 
 @dataclass

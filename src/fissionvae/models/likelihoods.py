@@ -6,13 +6,14 @@ sampled image. It is an ``nn.Module`` living inside its decoder branch, so a lik
 parameters (the Gaussian's shared learned variance) is trained and aggregated with that branch
 (``branches.<g>.likelihood.*``: averaged over group g's participants only).
 
-=========== ====================================================== ============ =============
-name        model                                                  NLL is       grids show
-=========== ====================================================== ============ =============
+=========== ====================================================== ============ ==================
+name        model                                                  NLL is       generation draws
+=========== ====================================================== ============ ==================
 bernoulli   per-pixel Bernoulli on [0, 1] intensities (BCE)        BCE, nats    the mean
-gaussian    discretised Gaussian, one learned std per branch       -log P(x)    the mean
-dlml        discretised logistic mixture (PixelCNN++), K comps     -log P(x)    the mean
-=========== ====================================================== ============ =============
+gaussian    discretised Gaussian, one std shared by the whole      -log P(x)    the mean
+            model (:class:`PixelScale`)
+dlml        discretised logistic mixture (PixelCNN++), K comps     -log P(x)    a mixture sample
+=========== ====================================================== ============ ==================
 
 ``gaussian`` and ``dlml`` give the probability of the 8-bit image itself: each of the 256 values
 of a channel is a bin of width 2/255 on the [-1, 1] scale, the two edge bins extend to -inf and
@@ -22,9 +23,17 @@ bin (always the case in practice), -log P(x) equals the continuous Gaussian NLL 
 the constant D*log(bin width): the same gradients. ``bernoulli`` treats grey levels as soft
 targets (the paper's BCE), so its "bits/dim" is BCE-based, not a probability of the image.
 
-Grids (and ``model.sample``, hence FID) use the likelihood's mean: sigmoid(logits) for
-Bernoulli, the Gaussian mean, and the DLML mixture mean (sum_k pi_k E[x | k], channels coupled
-through their means); ``sample`` draws pixel noise instead.
+The Gaussian's std is the paper's "shared global variance across all images": one
+:class:`PixelScale` per model, outside the decoder branches, so the engine averages it over
+every participant like the shared encoder. ``learned`` (default) trains its log-std with its own
+Adam learning rate; ``calibrated`` is the sigma-VAE (Rybkin et al. 2021): the std is set in closed
+form from each batch's mean squared error, and a running estimate of it is kept for evaluation
+and sampling.
+
+Generation (``generate``: grids, ``model.sample``, hence FID) draws what the likelihood names in
+``generation``: the mean for Bernoulli and Gaussian, a sample of the mixture for DLML (component,
+then each logistic channel in order, then discretised, as PixelCNN++ does). ``mean`` stays
+available by name (reconstructions use it); ``sample`` always draws pixel noise.
 """
 
 from __future__ import annotations
@@ -36,7 +45,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 BIN = 1.0 / 255.0  # half the width of one of the 256 bins on the [-1, 1] scale
-GAUSSIAN_INIT_STD = 0.1  # initial shared std on the [-1, 1] scale (0.05 in [0, 1] units)
+GAUSSIAN_INIT_STD = 0.5  # initial shared std on the [-1, 1] scale: the spread of image pixels themselves
+GAUSSIAN_STD_LR = 0.01  # Adam learning rate of the learned log-std (docs/rgb.md: why not the model's lr)
+CALIBRATION_MOMENTUM = 0.1  # weight of each batch's closed-form log-std in the calibrated running estimate
 SQRT_HALF = math.sqrt(0.5)
 MIN_LOG_SCALE = -7.0  # PixelCNN++'s lower bound of the logistic log-scale
 
@@ -47,6 +58,8 @@ class Likelihood(nn.Module):
     param_channels: int = 1  # decoder channels per image channel (see out_channels)
     #: True when nll is -log P of the 8-bit image (so bits/dim is a true code length)
     discrete: bool = False
+    #: what generated images show: "mean" (the likelihood's mean) or "sample" (a draw of the pixels)
+    generation: str = "mean"
 
     def __init__(self, channels: int = 1):
         super().__init__()
@@ -65,6 +78,17 @@ class Likelihood(nn.Module):
 
     def sample(self, params: Tensor, generator: torch.Generator | None = None) -> Tensor:
         raise NotImplementedError
+
+    def draw(self, params: Tensor, pixels: str, generator: torch.Generator | None = None) -> Tensor:
+        """Images for ``pixels``: "mean", "sample", or "generation" (this likelihood's :attr:`generation`)."""
+        pixels = self.generation if pixels == "generation" else pixels
+        if pixels == "mean":
+            return self.mean(params)
+        if pixels == "sample":
+            if generator is None:
+                raise ValueError("drawing pixel samples needs a seeded generator")
+            return self.sample(params, generator)
+        raise ValueError(f"pixels must be 'mean', 'sample' or 'generation', got {pixels!r}")
 
 
 def bits_per_dim(nats_per_image: float, dims: int) -> float:
@@ -127,22 +151,73 @@ def discretised_gaussian_log_prob(x: Tensor, mean: Tensor, log_std: Tensor) -> T
     return torch.where(p > floor, torch.log(p.clamp_min(floor)), tail)
 
 
-class Gaussian(Likelihood):
-    """Discretised Gaussian with one learned std shared by every pixel of a branch (the paper's choice).
+GAUSSIAN_STD_MODES = ("learned", "calibrated")
 
-    The decoder outputs the mean (on the [-1, 1] scale, unconstrained); ``log_std`` is a scalar
-    parameter of the branch, initialised to log(:data:`GAUSSIAN_INIT_STD`).
+
+class PixelScale(nn.Module):
+    """The Gaussian likelihood's one std, shared by every pixel, image, decoder branch and group.
+
+    ``learned``: ``log_std`` is a parameter (initial std ``init_std`` on the [-1, 1] scale) that the
+    model's optimiser trains with its own learning rate (:data:`GAUSSIAN_STD_LR`), since Adam moves a
+    scalar by about its learning rate per step whatever the gradient. ``calibrated`` (sigma-VAE):
+    in training, the std of a batch is the closed-form optimum sqrt(mean squared error) of that
+    batch's pixels (a constant for the gradient); ``log_std`` is then a buffer holding a running
+    average (in log space, momentum :data:`CALIBRATION_MOMENTUM`) used in evaluation and sampling,
+    so that the evaluated NLL is a proper density of the test image. Either way ``log_std`` lives
+    under the model's ``pixel_scale.`` key and is averaged over all participants.
+    """
+
+    def __init__(self, mode: str = "learned", init_std: float = GAUSSIAN_INIT_STD):
+        super().__init__()
+        if mode not in GAUSSIAN_STD_MODES:
+            raise ValueError(f"gaussian std mode must be one of {GAUSSIAN_STD_MODES}, got {mode!r}")
+        self.mode = mode
+        init = torch.tensor(math.log(init_std))
+        if mode == "learned":
+            self.log_std = nn.Parameter(init)
+        else:
+            self.register_buffer("log_std", init)
+
+    def for_batch(self, x_pm1: Tensor, mean: Tensor) -> Tensor:
+        """The log-std that scores ``x_pm1`` against ``mean`` (both on the [-1, 1] scale)."""
+        if self.mode == "calibrated" and self.training:
+            return self.calibrate(x_pm1, mean)
+        return self.log_std
+
+    @torch.no_grad()
+    def calibrate(self, x_pm1: Tensor, mean: Tensor) -> Tensor:
+        """sigma-VAE: log sqrt(MSE) of the batch (at least one bin), folded into the running estimate."""
+        mse = (x_pm1 - mean).pow(2).mean()
+        log_std = (0.5 * torch.log(mse)).clamp_min(math.log(BIN))
+        self.log_std.lerp_(log_std.to(self.log_std.dtype), CALIBRATION_MOMENTUM)
+        return log_std
+
+
+class Gaussian(Likelihood):
+    """Discretised Gaussian whose std is one :class:`PixelScale` (the paper's shared global variance).
+
+    The decoder outputs the mean (on the [-1, 1] scale, unconstrained). Inside a model every branch
+    refers to the model's one ``pixel_scale`` (held by reference, not as a submodule, so its
+    ``log_std`` is a single state-dict entry outside the branches); built alone it owns its scale.
     """
 
     param_channels = 1
     discrete = True
 
-    def __init__(self, channels: int = 1):
+    def __init__(self, channels: int = 1, scale: PixelScale | None = None):
         super().__init__(channels)
-        self.log_std = nn.Parameter(torch.tensor(math.log(GAUSSIAN_INIT_STD)))
+        if scale is None:
+            self.scale = PixelScale()
+        else:
+            self.__dict__["scale"] = scale  # a reference: not registered, so not in this branch's state dict
+
+    @property
+    def log_std(self) -> Tensor:
+        return self.scale.log_std
 
     def nll(self, params: Tensor, x: Tensor) -> Tensor:
-        return -discretised_gaussian_log_prob(_to_pm1(x), params, self.log_std).flatten(1).sum(1)
+        xs = _to_pm1(x)
+        return -discretised_gaussian_log_prob(xs, params, self.scale.for_batch(xs, params)).flatten(1).sum(1)
 
     def mean(self, params: Tensor) -> Tensor:
         return _to_unit(params)
@@ -189,6 +264,7 @@ class DiscretisedLogisticMixture(Likelihood):
     """
 
     discrete = True
+    generation = "sample"  # PixelCNN++: generated images are draws of the mixture, not its (blurred) mean
 
     def __init__(self, channels: int = 3, components: int = 10):
         super().__init__(channels)
@@ -275,10 +351,13 @@ LIKELIHOODS: dict[str, type[Likelihood]] = {
 }
 
 
-def build_likelihood(name: str, channels: int = 1, components: int = 10) -> Likelihood:
-    """The likelihood ``name`` for images of ``channels`` channels (``components``: DLML's K)."""
+def build_likelihood(name: str, channels: int = 1, components: int = 10, scale: PixelScale | None = None) -> Likelihood:
+    """The likelihood ``name`` for images of ``channels`` channels (``components``: DLML's K; ``scale``: the
+    Gaussian's shared :class:`PixelScale`)."""
     if name not in LIKELIHOODS:
         raise ValueError(f"unknown likelihood {name!r}; choose one of {sorted(LIKELIHOODS)}")
     if name == "dlml":
         return DiscretisedLogisticMixture(channels, components)
+    if name == "gaussian":
+        return Gaussian(channels, scale)
     return LIKELIHOODS[name](channels)

@@ -121,10 +121,13 @@ class MirrorConvDecoder(nn.Module):
 
     The mirror of :class:`ConvGaussianEncoder` with channels ``reversed(hidden)``; each upsampling
     but the last is followed by [BatchNorm] and LeakyReLU; the last by [BatchNorm] only (the
-    likelihood applies the output non-linearity, e.g. the sigmoid of Bernoulli).
+    likelihood applies the output non-linearity, e.g. the sigmoid of Bernoulli), or by nothing
+    with ``output_norm=False``.
     """
 
-    def __init__(self, latent_dim: int, hidden: list[int], out_shape: tuple[int, int, int], norm: str):
+    def __init__(
+        self, latent_dim: int, hidden: list[int], out_shape: tuple[int, int, int], norm: str, output_norm: bool = True
+    ):
         super().__init__()
         c_out, h, w = out_shape
         self.start = (hidden[0], h - 2 * len(hidden), w - 2 * len(hidden))
@@ -133,9 +136,7 @@ class MirrorConvDecoder(nn.Module):
         for c_in, c_next in itertools.pairwise(hidden):
             layers += conv_block(nn.ConvTranspose2d(c_in, c_next, 3), c_next, norm)
         layers.append(nn.ConvTranspose2d(hidden[-1], c_out, 3))
-        if norm == "batch":
-            layers.append(nn.BatchNorm2d(c_out))
-        elif norm == "group":
+        if output_norm:
             layers += norm_layers(norm, c_out)
         self.deconv = nn.Sequential(*layers)
 
@@ -229,7 +230,7 @@ def build_image_decoder(
     if cfg.kind == "conv":
         return ConvDecoder(latent_dim, cfg.hidden, out_shape)
     if cfg.kind == "conv-mirror":
-        return MirrorConvDecoder(latent_dim, cfg.hidden, out_shape, norm)
+        return MirrorConvDecoder(latent_dim, cfg.hidden, out_shape, norm, cfg.output_norm)
     if cfg.kind == "strided":
         return StridedConvDecoder(latent_dim, cfg.hidden, cfg.head, out_shape, norm)
     raise ValueError(f"unknown decoder kind {cfg.kind!r}")

@@ -7,6 +7,8 @@
 - ``branches[b]`` is one decoder branch: ``x`` = p(x|z1), ``likelihood`` (pixel model) and, for
   hierarchical models, ``z1`` = p(z1|z2). With ``decoder_branches`` there is one branch per
   group (aggregated within the group), otherwise one shared branch.
+- ``pixel_scale`` (Gaussian likelihood only) is the one std shared by every branch: a shared
+  parameter like the encoder, aggregated over every participant.
 - ``prior_means[g]`` is the mean of group g's prior N(mu_g, I) on z1 (a buffer, never trained
   or aggregated); ``learnable`` models have no fixed z1 prior.
 
@@ -18,6 +20,7 @@ objective (Eq. 3 with the group prior for flat models, Eq. 10 for hierarchical o
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -25,7 +28,7 @@ from torch import Tensor, nn
 from fissionvae.config import DecoderConfig, ModelConfig, RunConfig
 from fissionvae.models.distributions import DiagGaussian, explicit_generator, unit_gaussian_log_prob
 from fissionvae.models.groups import GroupNamed
-from fissionvae.models.likelihoods import build_likelihood
+from fissionvae.models.likelihoods import PixelScale, build_likelihood
 from fissionvae.models.networks import GaussianMLP, build_image_decoder, build_image_encoder
 from fissionvae.models.priors import prior_means
 from fissionvae.models.protocol import GenerativeModel
@@ -46,10 +49,16 @@ def _sel(t: Tensor, idx: Tensor | None) -> Tensor:
 class Branch(nn.Module):
     """One decoder branch: p(x|z1), its pixel likelihood and (hierarchical) p(z1|z2)."""
 
-    def __init__(self, cfg: DecoderConfig, model: ModelConfig, image_shape: tuple[int, int, int]):
+    def __init__(
+        self,
+        cfg: DecoderConfig,
+        model: ModelConfig,
+        image_shape: tuple[int, int, int],
+        pixel_scale: PixelScale | None = None,
+    ):
         super().__init__()
         c, h, w = image_shape
-        self.likelihood = build_likelihood(model.likelihood, c, model.dlml_components)
+        self.likelihood = build_likelihood(model.likelihood, c, model.dlml_components, pixel_scale)
         self.x = build_image_decoder(cfg, model.latent_dim, (self.likelihood.out_channels, h, w), model.norm)
         self.z1 = GaussianMLP(model.z2_dim, cfg.latent_hidden, model.latent_dim) if model.hierarchical else None
 
@@ -91,9 +100,10 @@ class FissionVAE(GroupNamed, nn.Module):
         )
         if cfg.hierarchical:
             self.encoder["z1"] = GaussianMLP(cfg.latent_dim, cfg.z2_encoder_hidden, cfg.z2_dim)
+        self.pixel_scale = PixelScale(cfg.gaussian_std, cfg.gaussian_std_init) if cfg.likelihood == "gaussian" else None
         overrides = group_decoders or [None] * len(group_names)
         branch_cfgs = [o or cfg.decoder for o in overrides] if cfg.decoder_branches else [cfg.decoder]
-        self.branches = nn.ModuleList(Branch(bc, cfg, self.image_shape) for bc in branch_cfgs)
+        self.branches = nn.ModuleList(Branch(bc, cfg, self.image_shape, self.pixel_scale) for bc in branch_cfgs)
         means = prior_means(cfg.prior, len(group_names), cfg.latent_dim, prior_seed)
         self.has_fixed_prior = means is not None
         self.register_buffer(
@@ -113,7 +123,7 @@ class FissionVAE(GroupNamed, nn.Module):
     def owned_prefixes(self, groups: list[int]) -> tuple[str, ...]:
         """State-dict key prefixes a client holding ``groups`` trains and sends back."""
         branches = sorted({self.branch_index(g) for g in groups})
-        return ("encoder.", *(f"branches.{b}." for b in branches))
+        return ("encoder.", "pixel_scale.", *(f"branches.{b}." for b in branches))
 
     def owned_keys(self, groups: list[int]) -> list[str]:
         prefixes = self.owned_prefixes(groups)
@@ -125,8 +135,18 @@ class FissionVAE(GroupNamed, nn.Module):
 
     # ------------------------------------------------------------------ local training (client_update's hooks)
     def local_optimizer(self, groups: list[int], lr: float, fused: bool) -> torch.optim.Optimizer:
-        """The optimiser of one local update: Adam over the parameters a client of ``groups`` owns."""
-        return torch.optim.Adam(self.owned_parameters(groups), lr=lr, fused=fused or None)
+        """The optimiser of one local update: Adam over the parameters a client of ``groups`` owns.
+
+        A learned Gaussian std gets its own learning rate (``model.gaussian_std_lr``), so it reaches
+        its optimum within a few rounds whatever the model's ``lr`` (docs/rgb.md).
+        """
+        params = self.owned_parameters(groups)
+        scale = self.pixel_scale
+        if scale is None or not isinstance(scale.log_std, nn.Parameter):
+            return torch.optim.Adam(params, lr=lr, fused=fused or None)
+        rest = [p for p in params if p is not scale.log_std]
+        groups_: list[dict[str, Any]] = [{"params": rest}, {"params": [scale.log_std], "lr": self.cfg.gaussian_std_lr}]
+        return torch.optim.Adam(groups_, lr=lr, fused=fused or None)
 
     def local_step(
         self, x: Tensor, group_ids: Tensor, optimizer: torch.optim.Optimizer, generator: torch.Generator | None = None
@@ -234,11 +254,15 @@ class FissionVAE(GroupNamed, nn.Module):
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
-    def reconstruct(self, x: Tensor, group_ids: Tensor) -> Tensor:
-        """Mean image of p(x|z1) at z1 = mean of q(z1|x), through each image's branch."""
+    def reconstruct(
+        self, x: Tensor, group_ids: Tensor, pixels: str = "mean", generator: torch.Generator | None = None
+    ) -> Tensor:
+        """p(x|z1) at z1 = mean of q(z1|x), through each image's branch: its mean image (``pixels="mean"``),
+        a pixel sample (``"sample"``, needs ``generator``) or what generation draws (``"generation"``)."""
         z1 = self.encode(x).mean
         out = self._per_branch(
-            group_ids, lambda br, idx: {"img": br.likelihood.mean(br.image_params(_sel(z1, idx))).flatten(1)}
+            group_ids,
+            lambda br, idx: {"img": br.likelihood.draw(br.image_params(_sel(z1, idx)), pixels, generator).flatten(1)},
         )
         return out["img"].view(x.shape[0], *self.image_shape)
 
@@ -254,7 +278,8 @@ class FissionVAE(GroupNamed, nn.Module):
         pathway: str | None = None,
         prior_group: int | str | None = None,
     ) -> Tensor:
-        """Generate ``n`` images (mean of the pixel likelihood) for ``group``.
+        """Generate ``n`` images for ``group``: the pixel likelihood's ``generation`` draw (its mean for
+        Bernoulli and Gaussian, a mixture sample for DLML, which needs ``generator`` to be seeded).
 
         ``pathway`` is one of :data:`PATHWAYS`; ``prior_group`` draws z1 from another group's
         prior while decoding with ``group``'s branch (the prior-swap experiment, Fig. 10).
@@ -273,7 +298,7 @@ class FissionVAE(GroupNamed, nn.Module):
             if pathway == "z1-z2-z1":
                 z2 = self.encoder["z1"](z1).rsample(generator)
                 z1 = br.z1_given_z2(z2).rsample(generator)
-        return br.likelihood.mean(br.image_params(z1))
+        return br.likelihood.draw(br.image_params(z1), "generation", generator)
 
     def _check_pathway(self, pathway: str) -> None:
         if pathway not in PATHWAYS:

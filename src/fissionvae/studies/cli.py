@@ -41,8 +41,8 @@ def _add_dugdale(studies: argparse._SubParsersAction) -> None:
     d.add_argument(
         "--preset",
         choices=sorted(PRESETS),
-        help="full (default: the paper's settings), reduced (sized for 2 CPU cores) or quick (small subset, few "
-        "rounds: a smoke test in a few minutes)",
+        help="full (default: the paper's settings), reduced (sized for 2 CPU cores), fixed (reduced data, no BatchNorm "
+        "on the decoder output: our deviation, docs/results/dugdale.md) or quick (a smoke test)",
     )
     opts.deprecated_alias(d, "--quick", action="store_true")  # old spelling of --preset quick
     d.add_argument("--out", type=Path, help="folder of the figure page (default: <runs-dir>/study-dugdale-<preset>)")

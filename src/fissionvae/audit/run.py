@@ -93,7 +93,7 @@ def audit_run(run_dir: str | Path, opts: AuditOptions | None = None) -> dict:
     out = run.path / "audit"
     cache = out / "cache" / hashlib.sha256(f"{digest}|{opts.num_samples}|{opts.pathway}".encode()).hexdigest()[:16]
     features = _inception_features(opts, cache) if opts.inception else None  # a missing file fails before any write
-    groups = load_groups(cfg, opts.data_dir)
+    groups = load_groups(cfg, opts.data_dir, progress=opts.progress)
     seed, names = cfg.seed, cfg.group_names
     memorisation, pairs = {}, {}
     for gi, g in enumerate(tqdm(groups, desc="memorisation", unit="group", disable=not opts.progress)):

@@ -95,7 +95,7 @@ def evaluate_run(run_dir: str | Path, opts: EvalOptions | None = None) -> dict:
     extractor = extractor_for(opts) if opts.fid else None  # a missing Inception file fails here, before any write
     model = model_of(run, state, opts.device)
     partners = prior_partners(model, opts)
-    groups = load_groups(cfg, opts.data_dir)
+    groups = load_groups(cfg, opts.data_dir, progress=opts.progress)
     sizes = [len(g.test_images) for g in groups]
     total = opts.num_samples or sum(sizes)
     counts = split_counts(total, sizes)

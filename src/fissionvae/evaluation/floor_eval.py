@@ -34,7 +34,7 @@ def floor_entry(cfg: RunConfig, data_dir: str | None, eopts: EvalOptions) -> dic
     if eopts.test_size is not None:
         subset = [f"data.groups.{i}.test_size={eopts.test_size}" for i in range(len(cfg.data.groups))]
         cfg = load_config(raw=cfg.to_dict(), overrides=subset)
-    groups = load_groups(cfg, data_dir)
+    groups = load_groups(cfg, data_dir, progress=eopts.progress)
     kind = "bernoulli" if cfg.model.likelihood == "bernoulli" else "gaussian"
     floors = [FloorModel.fit(g.train_images, kind) for g in groups]
     dims = math.prod(groups[0].test_images.shape[1:])

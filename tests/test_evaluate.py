@@ -8,6 +8,7 @@ import pytest
 from tests.helpers import tiny_config
 
 from fissionvae.evaluation import evaluate as ev
+from fissionvae.evaluation import metrics
 from fissionvae.evaluation.evaluate import EvalOptions, evaluate_run, pooled_stats, split_counts
 from fissionvae.evaluation.fid import InceptionFeatures, feature_stats
 from fissionvae.evaluation.report import make_report, model_label, paper_numbers
@@ -82,7 +83,7 @@ def test_evaluate_writes_all_metrics_and_resumes_from_cache(runs, isolated_cache
 
     monkeypatch.setattr(InceptionFeatures, "__call__", boom)
     monkeypatch.setattr(RuntimeFeatures, "__call__", boom)
-    monkeypatch.setattr(ev, "nll_report", lambda *a, **k: (_ for _ in ()).throw(AssertionError("NLL recomputed")))
+    monkeypatch.setattr(metrics, "nll_report", lambda *a, **k: (_ for _ in ()).throw(AssertionError("NLL recomputed")))
     again = evaluate_run(run.path, EvalOptions(iw_samples=5, inception=isolated_cache, tsne=False, progress=False))
     assert again["fid"]["overall"] == pytest.approx(result["fid"]["overall"])
     # another sample count is another evaluation, but the NLL depends only on the weights and the

@@ -11,6 +11,8 @@ class PixelFeatures:
     """A stand-in Inception: 16 fixed random projections of the pixels (deterministic, fast)."""
 
     identity = "pixel-projections-16"
+    runtime = "pixels"  # the FeatureExtractor Protocol: eval.json records runtime and precision
+    precision = "fp32"
 
     def __init__(self) -> None:
         self.w = torch.randn(784, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)

@@ -44,7 +44,7 @@ def train_from_config(
     check_max_rounds(max_rounds)
     if data_dir is not None:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, dir=str(Path(data_dir).resolve())))
-    federation = Federation.from_config(cfg, data_dir)  # reads and checks every data file
+    federation = Federation.from_config(cfg, data_dir, progress=progress)  # reads and checks every data file
     run = RunDir.create(runs_dir, cfg, name)
     train(cfg, run, data_dir=data_dir, max_rounds=max_rounds, progress=progress, federation=federation)
     return run
@@ -65,7 +65,7 @@ def resume(
     run = RunDir.open(run_dir)
     check_max_rounds(max_rounds)
     cfg = resume_config(run, overrides)
-    federation = Federation.from_config(cfg, data_dir)
+    federation = Federation.from_config(cfg, data_dir, progress=progress)
     run.remove_temp_files()
     if overrides:
         save_config(cfg, run.config_path)

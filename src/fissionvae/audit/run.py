@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 from fissionvae.audit.membership import cross_group_leakage, loss_threshold_attack, subset
 from fissionvae.audit.memorisation import Features, copy_grid, memorisation_report
 from fissionvae.data.federated import build_clients, load_groups
-from fissionvae.evaluation.evaluate import generate, model_of, open_for_eval, to_uint8, weights_digest
+from fissionvae.evaluation.generation import generate, to_uint8
+from fissionvae.evaluation.trained_run import model_of, open_for_eval, weights_digest
 from fissionvae.io import atomic_write_json
 from fissionvae.models.vae import FissionVAE
 
@@ -56,7 +57,7 @@ class NotAuditable(ValueError):
 
 def _inception_features(opts: AuditOptions, cache: Path) -> Features:
     """Inception features, cached: real images where FID caches them, samples under ``cache``."""
-    from fissionvae.evaluation.evaluate import cached_features
+    from fissionvae.evaluation.feature_cache import cached_features
     from fissionvae.evaluation.fid import InceptionFeatures, StatsCache
     from fissionvae.evaluation.inception import resolve_inception_path
 
@@ -92,7 +93,7 @@ def audit_run(run_dir: str | Path, opts: AuditOptions | None = None) -> dict:
     out = run.path / "audit"
     cache = out / "cache" / hashlib.sha256(f"{digest}|{opts.num_samples}|{opts.pathway}".encode()).hexdigest()[:16]
     features = _inception_features(opts, cache) if opts.inception else None  # a missing file fails before any write
-    groups = load_groups(cfg, opts.data_dir)
+    groups = load_groups(cfg, opts.data_dir, progress=opts.progress)
     seed, names = cfg.seed, cfg.group_names
     memorisation, pairs = {}, {}
     for gi, g in enumerate(tqdm(groups, desc="memorisation", unit="group", disable=not opts.progress)):

@@ -75,8 +75,12 @@ def iid_partition(n: int, num_clients: int, seed: int, group_index: int = 0) -> 
     return [np.sort(s) for s in np.array_split(perm, num_clients)]
 
 
-def load_group(g: GroupConfig, index: int, seed: int, data_dir: str | Path | None, download: bool) -> GroupData:
+def load_group(
+    g: GroupConfig, index: int, seed: int, data_dir: str | Path | None, download: bool, progress: bool = True
+) -> GroupData:
     """Load one group's train/test split (seeded subsets when sizes are set).
+
+    ``progress``: show the download bar of a missing dataset file (``--no-progress`` turns it off).
 
     ``dataset`` is a registered IDX dataset, an RGB stand-in (``mnist-rgb``, ``fashion-mnist-rgb``:
     data/standin.py) or ``folder`` (data/folders.py).
@@ -85,8 +89,8 @@ def load_group(g: GroupConfig, index: int, seed: int, data_dir: str | Path | Non
         tr_x, tr_y, te_x, te_y = _folder_splits(g)
     else:
         base = standin.BASE.get(g.dataset, g.dataset)
-        tr_x, tr_y = load_split(base, "train", data_dir, download=download)
-        te_x, te_y = load_split(base, "test", data_dir, download=download)
+        tr_x, tr_y = load_split(base, "train", data_dir, download=download, progress=progress)
+        te_x, te_y = load_split(base, "test", data_dir, download=download, progress=progress)
     check_subset_sizes(g, f"data.groups[{index}]", len(tr_x), len(te_x))
     tr = seeded_subset(len(tr_x), g.train_size, seed, 2 * index)
     te = seeded_subset(len(te_x), g.test_size, seed, 2 * index + 1)
@@ -136,10 +140,10 @@ def _folder_splits(g: GroupConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     return train.images, remap(train), test.images, remap(test)
 
 
-def load_groups(cfg: RunConfig, data_dir: str | Path | None = None) -> list[GroupData]:
-    """All groups of the config, in config order (group index = position)."""
+def load_groups(cfg: RunConfig, data_dir: str | Path | None = None, *, progress: bool = True) -> list[GroupData]:
+    """All groups of the config, in config order (group index = position); ``progress``: download bars."""
     data_dir = data_dir if data_dir is not None else cfg.data.dir
-    groups = [load_group(g, i, cfg.seed, data_dir, cfg.data.download) for i, g in enumerate(cfg.data.groups)]
+    groups = [load_group(g, i, cfg.seed, data_dir, cfg.data.download, progress) for i, g in enumerate(cfg.data.groups)]
     check_client_counts(cfg, [len(g.train_images) for g in groups])
     return groups
 

@@ -21,8 +21,12 @@ import torch
 
 from fissionvae.config import RunConfig, load_config
 from fissionvae.data.federated import load_groups
-from fissionvae.evaluation.evaluate import EvalOptions, pooled_stats, reference_stats, split_counts, to_uint8
+from fissionvae.evaluation.feature_cache import extractor_for, reference_stats
 from fissionvae.evaluation.floor import FloorModel
+from fissionvae.evaluation.frechet import pooled_stats
+from fissionvae.evaluation.generation import to_uint8
+from fissionvae.evaluation.options import EvalOptions
+from fissionvae.evaluation.shares import split_counts
 
 
 def floor_entry(cfg: RunConfig, data_dir: str | None, eopts: EvalOptions) -> dict:
@@ -30,7 +34,7 @@ def floor_entry(cfg: RunConfig, data_dir: str | None, eopts: EvalOptions) -> dic
     if eopts.test_size is not None:
         subset = [f"data.groups.{i}.test_size={eopts.test_size}" for i in range(len(cfg.data.groups))]
         cfg = load_config(raw=cfg.to_dict(), overrides=subset)
-    groups = load_groups(cfg, data_dir)
+    groups = load_groups(cfg, data_dir, progress=eopts.progress)
     kind = "bernoulli" if cfg.model.likelihood == "bernoulli" else "gaussian"
     floors = [FloorModel.fit(g.train_images, kind) for g in groups]
     dims = math.prod(groups[0].test_images.shape[1:])
@@ -53,10 +57,9 @@ def floor_fid(groups: list, floors: list[FloorModel], eopts: EvalOptions) -> dic
     of the test sets through the Inception network by itself (an evaluation of the same test
     images caches them, and the next call fills the floor's FID in).
     """
-    from fissionvae.evaluation.evaluate import _extractor
     from fissionvae.evaluation.fid import FeatureStats, fid_from_stats
 
-    extractor = _extractor(eopts)
+    extractor = extractor_for(eopts)
     sizes = [len(g.test_images) for g in groups]
     counts = split_counts(eopts.num_samples or sum(sizes), sizes)
     real, fake, per_group = [], [], {}

@@ -118,7 +118,7 @@ class RunEntry:
             raise RunDirError(
                 f"{run.path}: not evaluated yet (no eval.json); run `fissionvae evaluate {run.path}` first"
             )
-        from fissionvae.evaluation.evaluate import weights_digest
+        from fissionvae.evaluation.trained_run import weights_digest
 
         status = json.loads(run.status_path.read_text()) if run.status_path.is_file() else {}
         result = json.loads(eval_path.read_text())
@@ -179,8 +179,8 @@ def table_rows(entries: list[RunEntry]) -> tuple[list[str], list[list[str]]]:
 
 def floor_row(entries: list[RunEntry], data_dir: str | Path | None) -> list[str]:
     """The mean-image floor as a row of the table (its NLL per group and the FID of its one sample per group)."""
-    from fissionvae.evaluation.evaluate import EvalOptions
     from fissionvae.evaluation.floor_eval import floor_entry
+    from fissionvae.evaluation.options import EvalOptions
 
     first = entries[0]
     options = first.result.get("options", {})

@@ -171,7 +171,7 @@ def train(
     :class:`RunFailed` after ``federation.max_failed_rounds`` failed rounds in a row.
     """
     torch.set_num_threads(cfg.federation.threads)
-    fed = federation or Federation.from_config(cfg, data_dir, with_clients=dispatch is None)
+    fed = federation or Federation.from_config(cfg, data_dir, with_clients=dispatch is None, progress=progress)
     rounds = cfg.effective_rounds if max_rounds is None else min(max_rounds, cfg.effective_rounds)
     pool = start_pool(fed, rounds, progress) if dispatch is None else None
     try:

@@ -48,8 +48,11 @@ class Federation:
     client_sizes: list[int] = field(default_factory=list)
 
     @classmethod
-    def from_config(cls, cfg: RunConfig, data_dir: str | Path | None = None, with_clients: bool = True) -> Federation:
-        groups = load_groups(cfg, data_dir)
+    def from_config(
+        cls, cfg: RunConfig, data_dir: str | Path | None = None, with_clients: bool = True, *, progress: bool = True
+    ) -> Federation:
+        """Load the data and build the model; ``progress``: show the download bar of a missing dataset file."""
+        groups = load_groups(cfg, data_dir, progress=progress)
         image_shape = tuple(groups[0].train_images.shape[1:])
         device = torch.device(cfg.train.device)
         clients = [_on(c, device) for c in build_clients(cfg, groups)] if with_clients else []

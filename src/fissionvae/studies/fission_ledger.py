@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fissionvae.config import RunConfig
-from fissionvae.evaluation.evaluate import EvalOptions
+from fissionvae.evaluation.options import EvalOptions
 from fissionvae.io import atomic_write_json
 from fissionvae.runs import RunDir
 from fissionvae.studies.common import EVAL_KEYS, config_digest

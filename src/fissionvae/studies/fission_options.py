@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fissionvae.config import RunConfig, load_config
-from fissionvae.evaluation.evaluate import EvalOptions
+from fissionvae.evaluation.options import EvalOptions
 from fissionvae.runs import RunDir
 from fissionvae.studies.common import load_study_config
 from fissionvae.studies.fission_plan import TABLES, EvalSpec, RunSpec

@@ -233,9 +233,11 @@ def register(subparsers) -> None:
     s.add_argument(
         "--certs", type=Path, help="folder with ca.crt, server.pem, server.key (from `fissionvae flower certs`)"
     )
-    s.add_argument("--ssl-ca-certfile", type=Path)
-    s.add_argument("--ssl-certfile", type=Path)
-    s.add_argument("--ssl-keyfile", type=Path)
+    s.add_argument(
+        "--ssl-ca-certfile", type=Path, help="CA certificate (PEM), instead of --certs; needs the two options below"
+    )
+    s.add_argument("--ssl-certfile", type=Path, help="the SuperLink's certificate (PEM), signed by --ssl-ca-certfile")
+    s.add_argument("--ssl-keyfile", type=Path, help="the SuperLink's private key (PEM) for --ssl-certfile")
     s.add_argument(
         "--node-auth",
         action="store_true",
@@ -247,7 +249,12 @@ def register(subparsers) -> None:
     s.set_defaults(func=cmd_superlink)
 
     n = sub.add_parser("supernode", help="start a Flower SuperNode serving one logical client (foreground)")
-    n.add_argument("--superlink", required=True, metavar="HOST:PORT")
+    n.add_argument(
+        "--superlink",
+        required=True,
+        metavar="HOST:PORT",
+        help="the SuperLink's Fleet API address, as the nodes reach it (its --port, default 8000)",
+    )
     _add_client_options(n)
     n.add_argument(
         "--data-dir",
@@ -275,19 +282,25 @@ def register(subparsers) -> None:
     n.set_defaults(func=cmd_supernode)
 
     c = sub.add_parser("certs", help="write a self-signed CA and a SuperLink certificate (for trying TLS)")
-    c.add_argument("--out", type=Path, required=True)
+    c.add_argument(
+        "--out", type=Path, required=True, help="folder to write ca.crt, ca.key, server.pem and server.key into"
+    )
     c.add_argument(
         "--host",
         action="append",
         help="host name or IP address the SuperNodes use to reach the SuperLink (repeatable; 127.0.0.1 and localhost, "
         "which the Fleet API gate uses, are always added)",
     )
-    c.add_argument("--days", type=int, default=365)
+    c.add_argument("--days", type=int, default=365, help="validity of the certificates in days (default 365)")
     c.set_defaults(func=cmd_certs)
 
     k = sub.add_parser("keys", help="write a SuperNode key pair (ECDSA P-384, OpenSSH format) for node authentication")
-    k.add_argument("--out", type=Path, required=True)
-    k.add_argument("--name", default="supernode")
+    k.add_argument("--out", type=Path, required=True, help="folder to write the key pair into")
+    k.add_argument(
+        "--name",
+        default="supernode",
+        help="file name of the private key; the public key is <name>.pub (default supernode)",
+    )
     k.set_defaults(func=cmd_keys)
 
     r = sub.add_parser(
@@ -308,8 +321,8 @@ def register(subparsers) -> None:
         metavar="FILE",
         help="node-bindings file to record client -> node in (give it to `train --node-bindings`)",
     )
-    r.add_argument("--root-certificates", type=Path, metavar="CA_PEM")
-    r.add_argument("--insecure", action="store_true")
+    r.add_argument("--root-certificates", type=Path, metavar="CA_PEM", help="CA certificate of a TLS SuperLink")
+    r.add_argument("--insecure", action="store_true", help="plain HTTP SuperLink")
     r.add_argument(
         "--home", default=str(DEFAULT_HOME / "cli"), help="FLWR_HOME for the flwr client (default ./flower-home/cli)"
     )

@@ -136,7 +136,7 @@ def test_scale_presets_are_labelled_and_sized():
     assert tiny.data.groups[1].decoder.hidden == [256, 512, 512, 512]  # the tiny preset keeps the architecture
     assert (
         StudyOptions(tables=("3", "7"), scale=Scale(0.25)).command()
-        == "fissionvae study fission --dataset mixed_mnist --tables 3,7 --scale 0.25"
+        == "fissionvae study fission --dataset mixed_mnist --tables 3,7 --preset 0.25"
     )
     for bad in (0.0, 1.5):
         with pytest.raises(ValueError, match="must be in"):

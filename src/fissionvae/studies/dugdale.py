@@ -180,7 +180,8 @@ def write_study_page(
         "generated": min(tsne_points, *(len(x) for x in images.values())),
     }
     figures = draw_figures(out, runs, groups[0], images, probs, curves, tsne)
-    numbers: dict[str, dict] = {m: run_numbers(runs[m], curves[m], groups, probs[m]) for m in MODES}
+    reps = PRESETS[preset].bootstrap_reps
+    numbers: dict[str, dict] = {m: run_numbers(runs[m], curves[m], groups, probs[m], reps) for m in MODES}
     numbers["floor"] = floor_numbers(groups[0])
     v = verdict(numbers)
     command = study_command(preset, opts)

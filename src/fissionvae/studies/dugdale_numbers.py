@@ -47,7 +47,9 @@ def floor_numbers(group: GroupData) -> dict:
     return {"nll": floor.nll(group.test_images).mean().item(), "test_images": len(group.test_images)}
 
 
-def run_numbers(sr: StudyRun, curve: LossCurve, groups: list[GroupData], probs: np.ndarray) -> dict:
+def run_numbers(
+    sr: StudyRun, curve: LossCurve, groups: list[GroupData], probs: np.ndarray, bootstrap_reps: int
+) -> dict:
     """The table's numbers of one run (all sample counts and noise half-widths included)."""
     r, status = sr.result, read_status(sr.run)
     train_images = len(groups[0].train_images)
@@ -79,7 +81,7 @@ def run_numbers(sr: StudyRun, curve: LossCurve, groups: list[GroupData], probs: 
         "final_test_kl": float(curve.test["kl_prior"][-1]),
     }
     if "fid" in r:
-        fid = fid_measured(sr.run.path, r, groups)
+        fid = fid_measured(sr.run.path, r, groups, reps=bootstrap_reps)
         out |= {
             "fid": fid.value,
             "fid_half_width": fid.half_width,

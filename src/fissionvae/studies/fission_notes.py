@@ -77,9 +77,9 @@ def notes(opts: StudyOptions, noise: Noise) -> list[Block]:
         ("h", 2, "Scale"),
         (
             "p",
-            "Paper setting (`--scale 1`): 20 clients (10 per group, 6,000 images each), Bernoulli(0.5) "
+            "Paper setting (`--preset full`): 20 clients (10 per group, 6,000 images each), Bernoulli(0.5) "
             "participation, 70 rounds x 5 local epochs, batch 32, Adam lr 1e-3; centralised 70 epochs; 20,000 "
-            "generated images per evaluation, IW K=100. `--scale s` keeps the data, model and round structure and "
+            "generated images per evaluation, IW K=100. `--preset s` keeps the data, model and round structure and "
             "trains round(70 s) rounds (centralised: epochs), generates round(20,000 s) images and uses "
             f"K=round(100 s); run names end in `-reduced-s<s>`. This page: `{s.label}`.",
         ),

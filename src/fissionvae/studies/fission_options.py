@@ -45,7 +45,7 @@ class Scale:
 
     def __post_init__(self) -> None:
         if not 0 < self.factor <= 1:
-            raise ValueError(f"--scale {self.factor}: must be in (0, 1] (1 = the paper's setting)")
+            raise ValueError(f"--preset {self.factor}: must be in (0, 1] (1 = the paper's setting)")
         if self.tiny and self.factor != 1:
             raise ValueError("--tiny and --scale exclude each other")
 
@@ -63,7 +63,7 @@ class Scale:
         return "" if self.label == "full" else f"-{self.label}"
 
     def cli_args(self) -> list[str]:
-        return ["--tiny"] if self.tiny else ([] if self.factor == 1 else [f"--scale {self.factor:g}"])
+        return ["--preset tiny"] if self.tiny else ([] if self.factor == 1 else [f"--preset {self.factor:g}"])
 
     def cli_value(self) -> str:
         """How ``--fallback-scale`` names this scale."""

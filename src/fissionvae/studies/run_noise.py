@@ -49,7 +49,9 @@ def generated_features(run_path: Path, result: dict, groups: int) -> np.ndarray:
     raise MissingFeatures(f"{run_path}: no cached Inception features of {want} generated images; run evaluate again")
 
 
-def fid_measured(run_path: Path, result: dict, groups: list[GroupData], seed: int = 0) -> Measured:
+def fid_measured(
+    run_path: Path, result: dict, groups: list[GroupData], seed: int = 0, reps: int = BOOTSTRAP_REPS
+) -> Measured:
     """The run's overall FID with the half-width of its bootstrap 95% interval."""
     cache, identity = StatsCache(), result["fid"]["extractor"]
     real = []
@@ -59,7 +61,7 @@ def fid_measured(run_path: Path, result: dict, groups: list[GroupData], seed: in
             raise MissingFeatures(f"{run_path}: the real statistics of {g.name} are not cached; run evaluate again")
         real.append(stats)
     feats = generated_features(run_path, result, len(groups))
-    interval = bootstrap_fid(feats, pooled_stats(real), reps=BOOTSTRAP_REPS, seed=seed)
+    interval = bootstrap_fid(feats, pooled_stats(real), reps=reps, seed=seed)
     return Measured(result["fid"]["overall"], half_width(interval))
 
 

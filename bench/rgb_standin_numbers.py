@@ -24,7 +24,8 @@ from fissionvae.api import load_run
 from fissionvae.data.federated import load_groups
 from fissionvae.evaluation.collapse import near_duplicates
 from fissionvae.evaluation.evaluate import generate, pooled_stats, to_uint8
-from fissionvae.evaluation.fid import StatsCache, feature_stats, fid_from_stats
+from fissionvae.evaluation.feature_cache import reference_stats
+from fissionvae.evaluation.fid import feature_stats, fid_from_stats
 from fissionvae.evaluation.floor import FloorModel
 from fissionvae.evaluation.noise import Measured, bootstrap_fid, half_width, ordering_verdict
 from fissionvae.evaluation.runtimes import feature_extractor
@@ -33,9 +34,9 @@ from fissionvae.seeding import torch_generator
 FLOOR_SAMPLES = 100  # per group
 
 
-def real_stats(groups, identity: str):
-    cache = StatsCache()
-    return [cache.load(f"{g.dataset}-test", cache.key(to_uint8(g.test_images), identity)) for g in groups]
+def real_stats(groups, extractor):
+    """Each group's test-image statistics (computed once, then cached by content and extractor)."""
+    return [reference_stats(g, extractor) for g in groups]
 
 
 def fid_of(samples: list[torch.Tensor], real, extractor) -> Measured:
@@ -125,10 +126,10 @@ def run_numbers(path: Path, data_dir: str | None, extractor, samples: int) -> di
         out["mean_draw_near_dup"] = near_duplicates(means, real)["share"]
         out["sample_vs_mean_abs_diff"] = (torch.cat(gens).float() - torch.cat(means).float()).abs().mean().item() / 255
         if extractor is not None:
-            m = fid_of(means, real_stats(groups, extractor.identity), extractor)
+            m = fid_of(means, real_stats(groups, extractor), extractor)
             out["mean_draw_fid"], out["mean_draw_fid_hw"] = m.value, m.half_width
     if extractor is not None:
-        f = fid_of(gens, real_stats(groups, extractor.identity), extractor)
+        f = fid_of(gens, real_stats(groups, extractor), extractor)
         out["fid"], out["fid_hw"] = f.value, f.half_width
     return out
 
@@ -145,7 +146,7 @@ def floor_numbers(path: Path, data_dir: str | None, extractor, samples: int) -> 
         "near_dup": near_duplicates(gens, [to_uint8(g.test_images) for g in groups])["share"],
     }
     if extractor is not None:
-        fid = fid_of(gens, real_stats(groups, extractor.identity), extractor)
+        fid = fid_of(gens, real_stats(groups, extractor), extractor)
         out["fid"], out["fid_hw"] = fid.value, fid.half_width
     return out
 

@@ -6,6 +6,9 @@ machine and stops every process by PID when its ``with`` block ends.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -24,7 +27,7 @@ from fissionvae.federation.flower.commands import (
     wait_for_superlink,
     write_connection,
 )
-from fissionvae.federation.flower.processes import ManagedProcess, ProcessSet, free_port
+from fissionvae.federation.flower.processes import ManagedProcess, ProcessSet, free_port, processes_with_home
 
 
 class LocalDeployment:
@@ -145,7 +148,15 @@ class LocalDeployment:
             self.procs.stop(proc, timeout=5.0)
 
     def stop(self) -> None:
+        """Stop every process of the deployment, and then any stray that left our process groups.
+
+        Flower 1.42's SuperNode can leave its SuperExec child running when it gives up (a node
+        refused a client, for example); such a child carries this deployment's ``FLWR_HOME``.
+        """
         self.procs.stop_all()
+        for pid in processes_with_home(self.workdir):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
 
     def __enter__(self) -> LocalDeployment:
         return self.start()

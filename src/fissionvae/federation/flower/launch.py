@@ -148,20 +148,7 @@ def submit_and_wait(
         argv += ["--federation-config", " ".join(f"{k}={toml_value(v)}" for k, v in federation_config.items())]
     log_path = flower_dir / "serverapp.log"
     found: dict = {}
-    popen = subprocess.Popen(
-        argv,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-        preexec_fn=die_with_parent,
-    )
-    cli = ManagedProcess("flwr run", argv, popen, log_path)
-    if procs is not None:
-        procs.processes.append(cli)
-        procs.seen_pids.add(popen.pid)
+    popen = _piped("flwr run", argv, env, log_path, procs)
     pump = _stream(popen, log_path, echo, found)
     try:
         popen.wait()
@@ -177,19 +164,7 @@ def submit_and_wait(
             if str(status.get("status", "")).startswith("finished"):
                 break
             follow = [flower_bin("flwr"), "log", str(run_id), CONNECTION, "--stream"]
-            again = subprocess.Popen(
-                follow,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                start_new_session=True,
-                preexec_fn=die_with_parent,
-            )
-            if procs is not None:
-                procs.processes.append(ManagedProcess("flwr log", follow, again, log_path))
-                procs.seen_pids.add(again.pid)
+            again = _piped("flwr log", follow, env, log_path, procs)
             _stream(again, log_path, echo, found)
             again.wait()
             status = run_status(run_id, env)
@@ -207,6 +182,24 @@ def submit_and_wait(
             os.killpg(popen.pid, signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 popen.wait(10)
+
+
+def _piped(name: str, argv: list[str], env: dict, log_path: Path, procs: ProcessSet | None) -> subprocess.Popen[str]:
+    """A ``flwr`` command in its own session with its output piped to us, recorded in ``procs``."""
+    popen = subprocess.Popen(
+        argv,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        preexec_fn=die_with_parent,
+    )
+    if procs is not None:
+        procs.processes.append(ManagedProcess(name, argv, popen, log_path))
+        procs.seen_pids.add(popen.pid)
+    return popen
 
 
 def train_with_flower(

@@ -42,7 +42,8 @@ def _add_dugdale(studies: argparse._SubParsersAction) -> None:
         "--preset",
         choices=sorted(PRESETS),
         help="full (default: the paper's settings), reduced (sized for 2 CPU cores), fixed (reduced data, no BatchNorm "
-        "on the decoder output: our deviation, docs/results/dugdale.md) or quick (a smoke test)",
+        "on the decoder output: our deviation, docs/results/dugdale.md), schedule (the fixed model on Dugdale's own "
+        "schedule, 15 rounds x 6 local epochs vs 25 epochs, on 10,000 images) or quick (a smoke test)",
     )
     opts.deprecated_alias(d, "--quick", action="store_true")  # old spelling of --preset quick
     d.add_argument("--out", type=Path, help="folder of the figure page (default: <runs-dir>/study-dugdale-<preset>)")

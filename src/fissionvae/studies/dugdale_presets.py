@@ -49,6 +49,7 @@ PRESETS = {
     "full": StudyPreset("federated.yaml", "centralized.yaml", None, 100, 1000),
     "reduced": StudyPreset("reduced.yaml", "reduced-centralized.yaml", 500, 10, 500),
     "fixed": StudyPreset("fixed.yaml", "fixed-centralized.yaml", 300, 10, 300),
+    "schedule": StudyPreset("schedule.yaml", "schedule-centralized.yaml", 1000, 10, 500),
     "quick": StudyPreset("quick.yaml", "quick-centralized.yaml", 100, 5, 100, smoke_test=True, bootstrap_reps=5),
 }
 

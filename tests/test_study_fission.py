@@ -14,11 +14,12 @@ from fissionvae.evaluation.evaluate import (
     generate,
     weights_digest,
 )
+from fissionvae.evaluation.runtimes import resolve_runtime
 from fissionvae.federation.engine import train
 from fissionvae.runs import RunDir
 from fissionvae.studies import common
 from fissionvae.studies.cli import register
-from fissionvae.studies.fission import describe_plan, run_fission_study
+from fissionvae.studies.fission import FID_IMAGES_PER_CPU_SECOND, describe_plan, run_fission_study
 from fissionvae.studies.fission_claims import Noise, check_claims
 from fissionvae.studies.fission_ledger import Ledger, LedgerError, numbers
 from fissionvae.studies.fission_options import CONFIGS_DIR, Scale, StudyOptions, resolve_config
@@ -157,6 +158,10 @@ def test_cli_plan_reports_sample_passes(tmp_path, capsys):
     # 15 x 21M + 5 x 8.4M, and the two noise runs: 2 x 21M
     assert "22 runs; training left: 399,000,000 sample passes = 22.2 h at 5,000 samples/s" in out
     assert "25 evaluations left x 20,000 generated images" in out
+    # the FID hours follow the runtime `--fid-runtime auto` resolves to here: 500,000 images at its rate
+    runtime = resolve_runtime("auto", "cpu")
+    rate = FID_IMAGES_PER_CPU_SECOND[runtime]
+    assert f"{500_000 / rate / 3600:.1f} h of one CPU core at {rate:g} images/s with {runtime}" in out
     args = parser.parse_args(
         ["study", "fission", "--tables", "7", "--scale", "0.25", "--plan", "--runs-dir", str(tmp_path)]
     )

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from fissionvae.config import RunConfig
 from fissionvae.evaluation.evaluate import EvalOptions, evaluate_run
 from fissionvae.evaluation.floor_eval import floor_entry
+from fissionvae.evaluation.runtimes import resolve_runtime
 from fissionvae.runs import RunDir
 from fissionvae.studies.common import (
     config_digest,
@@ -51,7 +52,9 @@ from fissionvae.studies.fission_plan import EvalSpec, Plan, make_plan
 from fissionvae.studies.fission_tables import baseline_entries
 from fissionvae.studies.schedule import Job, run_jobs
 
-FID_IMAGES_PER_CPU_SECOND = 6.0  # FID Inception on one core of the 2-core dev machine (docs/benchmarks.md)
+# FID Inception images per CPU-second on the 2-core AMD EPYC dev machine, per runtime, preprocessing
+# included (docs/benchmarks.md, "FID features under OpenVINO and ONNX Runtime"): the plan's estimate.
+FID_IMAGES_PER_CPU_SECOND = {"openvino": 8.47, "onnx": 7.46, "torch": 2.59}
 GRID_IMAGES = 25  # generations per cell and group kept in the ledger (5 x 5)
 
 
@@ -336,10 +339,12 @@ def describe_plan(opts: StudyOptions, samples_per_second: float = 5000.0) -> str
         f"{total / samples_per_second / 3600:.1f} h at {samples_per_second:,.0f} samples/s"
     )
     fid_images = n_eval * gen
+    runtime = resolve_runtime("auto", opts.device or "cpu")
+    rate = FID_IMAGES_PER_CPU_SECOND[runtime]
     lines.append(
         f"{n_eval} evaluations left x {gen:,} generated images = {fid_images:,} images through the FID Inception: "
-        f"{fid_images / FID_IMAGES_PER_CPU_SECOND / 3600:.1f} h of one CPU core at {FID_IMAGES_PER_CPU_SECOND:g} "
-        f"images/s (docs/benchmarks.md); --jobs 2 runs two evaluations at once"
+        f"{fid_images / rate / 3600:.1f} h of one CPU core at {rate:g} images/s with {runtime} "
+        f"(docs/benchmarks.md); --jobs 2 runs two evaluations at once"
         if opts.fid
         else f"{n_eval} evaluations left, no FID"
     )

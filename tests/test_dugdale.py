@@ -128,6 +128,15 @@ def test_verdict_is_noise_aware_and_checks_the_floor():
     assert sentence.startswith("At least one model's reconstruction term is not below the mean-image floor (206.0")
     smoke = verdict_sentence(same, numbers(101.0, 100.5), smoke_test=True)
     assert smoke.startswith("Smoke test only") and "matched" in smoke
+    # a difference names its winner (both metrics are lower-is-better)
+    better = numbers(100.0, 90.0)
+    assert "-ELBO 90.00 ± 0.50 vs 100.00 ± 0.50 nats/image: differs, the federated model's lower (better)" in (
+        verdict_sentence(verdict(better), better)
+    )
+    worse = numbers(120.0, 100.0)
+    assert "FID 120.00 ± 1.00 vs 100.00 ± 1.00: differs, the federated model's higher (worse)" in verdict_sentence(
+        verdict(worse), worse
+    )
 
 
 def test_cli_registers_study_dugdale(tmp_path):

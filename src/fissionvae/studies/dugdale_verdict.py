@@ -40,8 +40,11 @@ def verdict(numbers: dict[str, dict]) -> dict:
 def _part(name: str, key: str, v: dict, c: dict, f: dict, unit: str = "") -> str:
     m = v["metrics"][key]
     hw = f"± {f.get(key + '_half_width', 0):.2f}", f"± {c.get(key + '_half_width', 0):.2f}"
+    side = ""  # both metrics are lower-is-better: a difference has a winner, and the sentence names it
+    if m["verdict"] == "differs":
+        side = ", the federated model's lower (better)" if m["gap"] < 0 else ", the federated model's higher (worse)"
     return (
-        f"{name} {f[key]:.2f} {hw[0]} vs {c[key]:.2f} {hw[1]}{unit}: {m['verdict']} "
+        f"{name} {f[key]:.2f} {hw[0]} vs {c[key]:.2f} {hw[1]}{unit}: {m['verdict']}{side} "
         f"(tolerance {m['tolerance']:.0%} of their mean)"
     )
 

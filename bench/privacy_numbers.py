@@ -4,7 +4,8 @@ Reads every row of ``bench/privacy_sweep.py`` that has its run folder under ``--
 (``eval.json``, ``audit.json``, ``privacy.json``, ``metrics.jsonl``, ``sweep_timing.json``) and adds:
 
 - a bootstrap 95% interval of FID, overall and per group (``noise.bootstrap_fid`` over the run's
-  cached generated Inception features, the test statistics fixed; ``--reps`` resamples);
+  cached generated Inception features, the test statistics fixed; ``--reps`` resamples; kept in
+  ``<run>/privacy_numbers_fid.json`` so that a rerun only bootstraps new runs);
 - the floor row (``evaluation.floor_eval.floor_entry``: the mean-image model, its NLL on the same
   test subsets, its FID with the same Inception runtime and precision) for each data scale;
 - the untrained models' test -ELBO (one z per image, the per-round test loss of round 0).
@@ -40,6 +41,11 @@ from privacy_sweep import CLIENT_SCALE, RECORD_SCALE, ROWS
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "mixed_mnist"
 MODEL_NAMES = {"fission_ld": "FissionVAE+L+D", "fedvae": "FedVAE"}
 SCALES = {"rec": RECORD_SCALE, "cl": CLIENT_SCALE}
+COUNT_INTRO = (
+    "Client level, the count argument (computed from the models' parameter counts and the runs' noise "
+    "multipliers): the noise on the averaged update, in units of one clipped client update C "
+    "(below 1: smaller than one update)."
+)
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,47 @@ def auc_half_width(auc: float, members: int, nonmembers: int) -> float:
     return 1.959964 * math.sqrt(max(var, 0.0))
 
 
+def per_image_neg_elbo(run: Path, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image test -ELBO (nats, one seeded z) of a run and the floor's exact NLL of the same images."""
+    import torch
+
+    from fissionvae.api import load_run
+    from fissionvae.evaluation.floor import FloorModel
+    from fissionvae.seeding import torch_generator
+
+    model, cfg = load_run(run)
+    cfg = load_config(run / "config.yaml", [f"data.groups.{i}.test_size=1000" for i in (0, 1)])
+    g = torch_generator(cfg.seed, "eval", 10**6)
+    ours, floor = [], []
+    with torch.no_grad():
+        for gi, grp in enumerate(_group_data(cfg, data_dir)):
+            x = grp.test_images
+            ours.append(model.terms(x, torch.full((len(x),), gi, dtype=torch.int64), g)["neg_elbo"].double().numpy())
+            floor.append(FloorModel.fit(grp.train_images).nll(x).numpy())
+    return np.concatenate(ours), np.concatenate(floor)
+
+
+def paired(a: np.ndarray, b: np.ndarray) -> dict:
+    """Mean of b - a over the same images and its 95% half-width (paired), and whether a < b."""
+    diff = b - a
+    hw = 1.959964 * float(diff.std(ddof=1)) / math.sqrt(len(diff))
+    verdict = ordering_verdict(Measured(float(a.mean()), 0.0), Measured(float(b.mean()), hw))
+    return {"a": float(a.mean()), "b": float(b.mean()), "gap": float(diff.mean()), "half_width": hw, "verdict": verdict}
+
+
+def nll_verdicts(rows: list[dict], runs_dir: Path, data_dir: str | None) -> list[dict]:
+    """Per row: its test -ELBO against the floor's NLL and against the same federation without DP (paired)."""
+    elbo = {r["row"]: per_image_neg_elbo(runs_dir / r["row"], data_dir) for r in rows if "missing" not in r}
+    out = []
+    for name, (ours, floor) in elbo.items():
+        entry = {"row": name, "vs_floor": paired(ours, floor)}
+        base = name.rsplit("-", 1)[0] + "-inf"
+        if base in elbo and base != name:
+            entry["vs_no_dp"] = paired(elbo[base][0], ours)
+        out.append(entry)
+    return out
+
+
 def verdicts(rows: list[dict], floors: list[dict], groups: list[str]) -> list[str]:
     """The page's claims, each decided by ``ordering_verdict`` against the measured noise."""
     out = []
@@ -135,6 +182,7 @@ def row_numbers(name: str, run: Path, data_dir: str | None, reps: int) -> dict:
     if status is None or status.get("state") != "finished":
         return row | {"missing": "training"}
     timing = _read(run / "sweep_timing.json") or {}
+    row["timing"] = timing  # wall_s, cpu_s and the command of each stage (train, evaluate, audit)
     row["train_wall_s"] = timing.get("train", {}).get("wall_s")
     row["train_cpu_s"] = timing.get("train", {}).get("cpu_s")
     row["rounds"] = status["rounds_done"]
@@ -153,7 +201,12 @@ def row_numbers(name: str, run: Path, data_dir: str | None, reps: int) -> dict:
     row["eval_cpu_s"] = timing.get("evaluate", {}).get("cpu_s")
     cfg = load_config(run / "config.yaml", [f"data.groups.{i}.test_size={ev['test_size']}" for i in (0, 1)])
     groups = _group_data(cfg, data_dir)
-    row["fid"] = fid_intervals(run, ev, groups, reps)
+    cached = run / "privacy_numbers_fid.json"  # the bootstrap is the slow part: once per run and reps
+    fid = _read(cached)
+    if fid is None or fid.get("reps") != reps or fid.get("weights_sha256") != ev["weights_sha256"]:
+        fid = {"reps": reps, "weights_sha256": ev["weights_sha256"], "fid": fid_intervals(run, ev, groups, reps)}
+        atomic_write_json(cached, fid)
+    row["fid"] = fid["fid"]
     row["purity"] = {g: v["purity"] for g, v in ev["classifier"]["per_group"].items()}
     row["nll"] = {
         "neg_elbo": ev["nll"]["overall"]["neg_elbo"]["nats_per_image"],
@@ -208,6 +261,50 @@ def untrained_row(name: str, data_dir: str | None) -> dict:
     }
 
 
+def noise_over_clip(sets: list[str], clients_per_group: int, participation: float) -> dict:
+    """Client-level DP: norm of the noise on the averaged update, in units of sigma * C.
+
+    Each state-dict entry k gets N(0, (sigma C)^2) per coordinate on its sum, divided by
+    W_k = q * (clients owning k); a client's averaged update is at most C. The noise vector's norm
+    over one client's keys is sigma C sqrt(sum_k d_k / W_k^2): below 1 the noise is smaller than one
+    whole clipped update.
+    """
+    from fissionvae.api import build_model
+
+    cfg = load_config(CONFIGS / "fission_ld.yaml", sets)
+    model = build_model(cfg, (1, 28, 28))
+    groups = [[g] for g in range(2) for _ in range(clients_per_group)]
+    from fissionvae.privacy.plan import owners_of
+
+    owners = owners_of(model, groups)
+    sd = model.state_dict()
+    mine = model.owned_keys([0])  # one client of group 0: the encoder and its branch
+    d = sum(sd[k].numel() for k in mine if sd[k].is_floating_point())
+    ratio = math.sqrt(sum(sd[k].numel() / (participation * owners[k]) ** 2 for k in mine if sd[k].is_floating_point()))
+    return {"clients_per_group": clients_per_group, "participation": participation, "d": d, "ratio": ratio}
+
+
+def count_table(rows: list[dict]) -> tuple[str, list[dict]]:
+    """Why 3,000 clients per group and a small MLP: the noise-to-update ratio at each epsilon's sigma."""
+    sigmas = {_eps(r): r["noise_multiplier"] for r in rows if r["row"].startswith("cl-") and "noise_multiplier" in r}
+    paper = [s for s in RECORD_SCALE if not s.startswith("data.")]
+    cases = [
+        ("paper MLP, 10 clients per group (the paper's federation)", noise_over_clip(paper, 10, 0.5)),
+        ("paper MLP, 3,000 clients per group", noise_over_clip(paper, 3000, 0.2)),
+        ("64-unit MLP, 3,000 clients per group (our cl rows)", noise_over_clip(CLIENT_SCALE, 3000, 0.2)),
+    ]
+    eps = sorted(sigmas, key=float)
+    head = "| federation | q | d (one client's update) | noise norm / (sigma C) | " + " | ".join(
+        f"at eps {e} (sigma {sigmas[e]:.2f})" for e in eps
+    )
+    lines = [head + " |", "|" + "---|" * (head.count("|"))]
+    for label, c in cases:
+        cells = [label, f"{c['participation']:g}", f"{c['d']:,}", f"{c['ratio']:.2f}"]
+        cells += [f"{c['ratio'] * sigmas[e]:.2f}" for e in eps]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines), [c for _, c in cases]
+
+
 def _f(x: float | None, digits: int = 1) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
@@ -216,7 +313,7 @@ def _eps(row: dict) -> str:
     return "inf" if row.get("target_epsilon") is None else f"{row['target_epsilon']:g}"
 
 
-def render(rows: list[dict], floors: list[dict], untrained: list[dict], groups: list[str]) -> str:
+def render(rows: list[dict], floors: list[dict], untrained: list[dict], groups: list[str], nll: list[dict]) -> str:
     """The page's two tables (utility; leakage) and the list of missing rows, as markdown."""
     g0, g1 = groups
     head = (
@@ -228,13 +325,13 @@ def render(rows: list[dict], floors: list[dict], untrained: list[dict], groups: 
     for fl in floors:
         fid = fl.get("fid") or {}
         pg = fid.get("per_group", {})
-        nll = sum(v["nats_per_image"] * v["images"] for v in fl["nll"].values()) / sum(
+        floor_nll = sum(v["nats_per_image"] * v["images"] for v in fl["nll"].values()) / sum(
             v["images"] for v in fl["nll"].values()
         )
         what = {"rec": "record-level data (6,000 / group)", "cl": "client-level data (60,000 / group)"}[fl["scale"]]
         lines.append(
             f"| **floor** | mean image, {what} | - | - | - | {_f(fid.get('overall'))} | {_f(pg.get(g0))} | "
-            f"{_f(pg.get(g1))} | - | {_f(nll)} (exact) | - | - | - |"
+            f"{_f(pg.get(g1))} | - | {_f(floor_nll)} (exact) | - | - | - |"
         )
     for u in untrained:
         lines.append(
@@ -271,6 +368,18 @@ def render(rows: list[dict], floors: list[dict], untrained: list[dict], groups: 
     lines += ["", _leakage(rows, groups), "", "Verdicts (`ordering_verdict`: a gap within the combined 95% noise is"]
     lines += ["inconclusive; FID noise = the bootstrap half-width, AUC noise = Hanley-McNeil):", ""]
     lines += [f"- {v}" for v in verdicts(rows, floors, groups)]
+    for e in nll:
+        f = e["vs_floor"]
+        lines.append(
+            f"- `{e['row']}` test -ELBO below the floor's NLL ({f['a']:.1f} vs {f['b']:.1f}, paired gap "
+            f"{f['gap']:.1f} +- {f['half_width']:.1f} nats): {_word(f['verdict'])}"
+        )
+        if "vs_no_dp" in e:
+            d = e["vs_no_dp"]
+            lines.append(
+                f"- `{e['row']}` test -ELBO worse than without DP ({d['b']:.1f} vs {d['a']:.1f}, paired gap "
+                f"{d['gap']:.1f} +- {d['half_width']:.1f} nats): {_word(d['verdict'])}"
+            )
     if missing:
         lines += ["", "Not measured yet (the sweep's command completes them; it skips what exists):", ""]
         lines += [f"- `{r['row']}`: {r['missing']} missing" for r in missing]
@@ -345,7 +454,7 @@ def main() -> int:
     ap.add_argument("--json", type=Path, required=True)
     ap.add_argument("--page", type=Path, default=None)
     ap.add_argument("--picture", type=Path, default=None, help="the sample grid PNG")
-    ap.add_argument("--reps", type=int, default=50, help="bootstrap resamples of each FID")
+    ap.add_argument("--reps", type=int, default=30, help="bootstrap resamples of each FID")
     args = ap.parse_args()
     rows = [row_numbers(n, args.runs_dir / n, args.data_dir, args.reps) for n in ROWS]
     bf16 = any(
@@ -356,10 +465,21 @@ def main() -> int:
     floors = [floor_row(s, args.data_dir, bf16) for s in SCALES]
     untrained = [untrained_row(n, args.data_dir) for n in ("rec-ld-inf", "rec-fedvae-inf", "cl-ld-inf")]
     groups = ["mnist", "fashion"]
+    counts, cases = count_table(rows)
+    nll = nll_verdicts(rows, args.runs_dir, args.data_dir)
     atomic_write_json(
-        args.json, {"rows": rows, "floors": floors, "untrained": untrained, "fid_bf16": bf16, "reps": args.reps}
+        args.json,
+        {
+            "rows": rows,
+            "floors": floors,
+            "untrained": untrained,
+            "client_count": cases,
+            "nll_verdicts": nll,
+            "fid_bf16": bf16,
+            "reps": args.reps,
+        },
     )
-    table = render(rows, floors, untrained, groups)
+    table = render(rows, floors, untrained, groups, nll) + "\n\n" + COUNT_INTRO + "\n\n" + counts
     print(table)
     if args.page is not None:
         text = args.page.read_text()

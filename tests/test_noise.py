@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 
 from fissionvae.evaluation.fid import feature_stats, fid_from_stats
-from fissionvae.evaluation.noise import Measured, bootstrap_fid, match_verdict, ordering_verdict
+from fissionvae.evaluation.noise import (
+    Measured,
+    bootstrap,
+    bootstrap_fid,
+    fid_of_rows,
+    match_verdict,
+    ordering_verdict,
+)
 
 
 def test_ordering_verdict_needs_a_gap_beyond_the_combined_noise():
@@ -35,3 +42,23 @@ def test_bootstrap_fid_interval_brackets_the_point_estimate():
     assert lo < point < hi
     assert hi - lo < point  # a real interval, not the whole line
     assert bootstrap_fid(generated, reference, reps=40, seed=1) == (lo, hi)  # seeded
+
+
+def test_fid_of_rows_equals_the_covariance_route_with_fewer_samples_than_dimensions():
+    rng = np.random.default_rng(3)
+    reference = feature_stats(rng.normal(size=(200, 64)) @ rng.normal(size=(64, 64)))
+    rows = rng.normal(loc=0.3, size=(40, 64)) @ rng.normal(size=(64, 64))  # rank 39 < 64: rank-deficient
+    assert fid_of_rows(rows, reference) == pytest.approx(fid_from_stats(feature_stats(rows), reference), rel=1e-7)
+    many = rng.normal(size=(300, 64))  # more rows than dimensions: the same identity holds
+    assert fid_of_rows(many, reference) == pytest.approx(fid_from_stats(feature_stats(many), reference), rel=1e-7)
+    with pytest.raises(ValueError, match="rows must be"):
+        fid_of_rows(rows[:, :10], reference)
+
+
+def test_bootstrap_fid_with_few_samples_matches_the_covariance_route():
+    rng = np.random.default_rng(4)
+    reference = feature_stats(rng.normal(size=(300, 32)))
+    generated = rng.normal(loc=0.2, size=(20, 32))  # 20 < 32: the rows route
+    fast = bootstrap_fid(generated, reference, reps=10, seed=5)
+    slow = bootstrap(lambda idx: fid_from_stats(feature_stats(generated[idx]), reference), 20, 10, 5)
+    assert fast == pytest.approx(slow, rel=1e-7)

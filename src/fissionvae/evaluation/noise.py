@@ -82,10 +82,38 @@ def bootstrap(
     return percentile_interval(values, level)
 
 
+def fid_of_rows(rows: np.ndarray, reference: FeatureStats) -> float:
+    """FID of the features ``rows`` (N, D) against ``reference``, without a D x D decomposition.
+
+    With ``X`` the centred rows, the rows' covariance is ``X^T X / (N - 1)``, and
+    ``tr((S_rows S_ref)^(1/2))`` is the sum of the square roots of the eigenvalues of the N x N matrix
+    ``X S_ref X^T / (N - 1)`` (the nonzero spectrum of ``S_ref^(1/2) X^T X S_ref^(1/2) / (N - 1)``).
+    Equal to ``fid_from_stats(feature_stats(rows), reference)``; cheaper when N < D (a bootstrap of
+    500 samples' 2048-d features: one 500 x 500 ``eigvalsh`` instead of a 2048 x 2048 ``eigh``).
+    """
+    x = np.asarray(rows, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] != reference.mu.shape[0]:
+        raise ValueError(f"rows must be (N >= 2, {reference.mu.shape[0]}); got shape {x.shape}")
+    mu = x.mean(axis=0)
+    centred = x - mu
+    scale = 1.0 / (x.shape[0] - 1)
+    middle = (centred @ reference.sigma) @ centred.T * scale
+    eigenvalues = np.linalg.eigvalsh((middle + middle.T) / 2.0)
+    trace_sqrt = float(np.sqrt(np.clip(eigenvalues, 0.0, None)).sum())
+    diff = mu - reference.mu
+    return float(diff @ diff + (centred * centred).sum() * scale + np.trace(reference.sigma) - 2.0 * trace_sqrt)
+
+
 def bootstrap_fid(
     generated: np.ndarray, reference: FeatureStats, reps: int = 50, seed: int = 0, level: float = 0.95
 ) -> tuple[float, float]:
-    """Bootstrap interval of FID over the generated samples' Inception features (rows), reference fixed."""
+    """Bootstrap interval of FID over the generated samples' Inception features (rows), reference fixed.
+
+    With fewer samples than feature dimensions each replicate is :func:`fid_of_rows` (the same
+    number, without a D x D eigendecomposition), else the covariance route.
+    """
+    if len(generated) < generated.shape[1]:
+        return bootstrap(lambda idx: fid_of_rows(generated[idx], reference), len(generated), reps, seed, level)
     return bootstrap(
         lambda idx: fid_from_stats(feature_stats(generated[idx]), reference), len(generated), reps, seed, level
     )

@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 
 from fissionvae.evaluation.fid import feature_stats, fid_from_stats
-from fissionvae.evaluation.noise import Measured, bootstrap_fid, match_verdict, ordering_verdict
+from fissionvae.evaluation.noise import (
+    Measured,
+    bootstrap,
+    bootstrap_fid,
+    match_verdict,
+    ordering_verdict,
+    psd_sqrt,
+    resampled_fid,
+)
 
 
 def test_ordering_verdict_needs_a_gap_beyond_the_combined_noise():
@@ -35,3 +43,24 @@ def test_bootstrap_fid_interval_brackets_the_point_estimate():
     assert lo < point < hi
     assert hi - lo < point  # a real interval, not the whole line
     assert bootstrap_fid(generated, reference, reps=40, seed=1) == (lo, hi)  # seeded
+
+
+@pytest.mark.parametrize("n,d", [(30, 64), (200, 16)])  # fewer samples than features (the evaluation's case), and more
+def test_resampled_fid_equals_the_frechet_distance_of_the_resampled_statistics(n, d):
+    rng = np.random.default_rng(3)
+    reference = feature_stats(rng.normal(size=(500, d)) @ rng.normal(size=(d, d)))
+    feats = rng.normal(loc=0.3, size=(n, d)) @ rng.normal(size=(d, d))
+    projected = feats @ psd_sqrt(reference.sigma)
+    for _ in range(3):
+        idx = rng.integers(0, n, size=n)  # a bootstrap resample, repeated rows and all
+        want = fid_from_stats(feature_stats(feats[idx]), reference)
+        assert resampled_fid(feats[idx], projected[idx], reference) == pytest.approx(want, rel=1e-8)
+
+
+def test_bootstrap_fid_matches_the_replicates_computed_the_direct_way():
+    rng = np.random.default_rng(4)
+    reference = feature_stats(rng.normal(size=(300, 24)))
+    generated = rng.normal(loc=0.2, size=(40, 24))
+    fast = bootstrap_fid(generated, reference, reps=25, seed=7)
+    direct = bootstrap(lambda idx: fid_from_stats(feature_stats(generated[idx]), reference), 40, 25, 7)
+    assert fast == pytest.approx(direct, rel=1e-8)

@@ -41,21 +41,9 @@ from fissionvae.evaluation.noise import Measured, ordering_verdict
 from fissionvae.evaluation.runtimes import feature_extractor
 from fissionvae.seeding import torch_generator
 from fissionvae.viz import image_grid
+from rgb_page_md import LABEL, TABLE3, TABLE8, compute_line, replace_section, table3, table8, verdict_tables
 from rgb_standin_numbers import BOOTSTRAP_REPS, fid_of, optimum_std, paired_verdict, per_image_neg_elbo, real_stats
 
-LABEL = {
-    "fedvae": "FedVAE",
-    "fission_l": "FissionVAE+L (wave)",
-    "fission_d": "FissionVAE+D",
-    "fission_ld": "FissionVAE+L+D (wave)",
-    "fission_hld_learnable": "FissionVAE+H+L+D (learnable)",
-    "fission_hld": "FissionVAE+H+L+D (wave)",
-    "fission_ld_dlml": "FissionVAE+L+D, DLML",
-    "fission_hld_dlml": "FissionVAE+H+L+D (wave), DLML",
-    "fedgan": "FedGAN (DCGAN)",
-}
-TABLE3 = ["fedvae", "fission_l", "fission_d", "fission_ld", "fission_hld_learnable", "fedgan"]
-TABLE8 = [("fission_ld", "fission_ld_dlml"), ("fission_hld", "fission_hld_dlml")]
 GRID_ROWS = [f"fed-{m}" for m in TABLE3] + [f"cen-{m}" for m in TABLE3]
 GRID_ROWS += ["fed-fission_hld", "fed-fission_ld_dlml", "fed-fission_hld_dlml", "floor: per-pixel Gaussian"]
 GRID_PER_GROUP = 8
@@ -193,6 +181,13 @@ def best_of(verdicts: list[str]) -> str:
     return "same" if verdicts and all(v == "same" for v in verdicts) else "inconclusive"
 
 
+def _paired(ea: torch.Tensor, eb: torch.Tensor) -> dict:
+    """``paired_verdict`` with its means renamed (``a``/``b`` name the runs here)."""
+    v = paired_verdict(ea, eb)
+    v["a_mean_nats"], v["b_mean_nats"] = v.pop("a"), v.pop("b")
+    return v
+
+
 def verdicts(rows: dict, elbos: dict, floor: dict, floor_nats: torch.Tensor) -> dict:
     fid = {k: Measured(r["fid"], r["fid_half_width"]) for k, r in rows.items()}
     floor_fid = Measured(floor["fid"], floor["fid_half_width"])
@@ -200,12 +195,13 @@ def verdicts(rows: dict, elbos: dict, floor: dict, floor_nats: torch.Tensor) -> 
     for claim, a, b in claims(rows):
         out["fid"].append({"claim": claim, "a": a, "b": b, "verdict": ordering_verdict(fid[a], fid[b])})
         if a in elbos and b in elbos:
-            out["neg_elbo"].append({"claim": claim, "a": a, "b": b} | paired_verdict(elbos[a], elbos[b]))
+            out["neg_elbo"].append({"claim": claim, "a": a, "b": b} | _paired(elbos[a], elbos[b]))
     for a, b in [("fed-fedvae", "fed-fission_l"), ("cen-fedvae", "cen-fission_l")]:
         if a in elbos and b in elbos:
             out["neg_elbo"].append(
                 {"claim": f"{a[:3]}: FedVAE below +L (do they differ?)", "a": a, "b": b}
-                | paired_verdict(elbos[a], elbos[b])
+                | _paired(elbos[a], elbos[b])
+                | {"fid_verdict": ordering_verdict(fid[a], fid[b])}
             )
     for mode in ("fed", "cen"):
         others = [r for r in rows if r.startswith(f"{mode}-") and r != f"{mode}-fission_ld" and "dlml" not in r]
@@ -222,7 +218,7 @@ def verdicts(rows: dict, elbos: dict, floor: dict, floor_nats: torch.Tensor) -> 
     for k in rows:
         out["vs_floor"][k] = {"fid": ordering_verdict(fid[k], floor_fid)}
         if k in elbos:
-            out["vs_floor"][k]["neg_elbo"] = paired_verdict(elbos[k], floor_nats)
+            out["vs_floor"][k]["neg_elbo"] = _paired(elbos[k], floor_nats)
     return out
 
 
@@ -244,115 +240,6 @@ def write_grid(real: list, gens: dict, path: Path) -> None:
     buf = io.BytesIO()
     img.quantize(256, method=Image.Quantize.MEDIANCUT).save(buf, format="PNG", optimize=True)  # ~15x smaller
     path.write_bytes(buf.getvalue())
-
-
-def _f(x: float | None, digits: int = 1) -> str:
-    return "-" if x is None else f"{x:,.{digits}f}"
-
-
-def _times(r: dict) -> str:
-    t, e = r.get("train_time"), r.get("eval_time")
-    mark = "†" if r.get("resumed_after") else ""
-    train = f"{_f(r['train_wall_total'], 0)} / {_f(t['cpu'], 0) if t else '-'}{mark}"
-    return f"{train} | {_f(e['wall'], 0) if e else '-'} / {_f(e['cpu'], 0) if e else '-'}"
-
-
-def _kl(r: dict) -> str:
-    return f"{_f(sum(r['test_kl'].values()))} ({100 * r['kl_share']:.2f}%)" if "test_kl" in r else "-"
-
-
-def table3(rows: dict, floor: dict) -> str:
-    groups = list(floor["fid_per_group"])
-    head = (
-        f"| model | mode | FID ± 95% half-width | FID {' / '.join(groups)} | IS (domain clf.) | purity "
-        f"{' / '.join(groups)} | -ELBO bits/dim | IW bits/dim (K=10) | test KL, nats (share of the loss) | "
-        "train wall / CPU s | eval wall / CPU s |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
-    )
-    lines = []
-    for mode in ("fed", "cen"):
-        for m in TABLE3:
-            r = rows.get(f"{mode}-{m}")
-            if r is None:
-                continue
-            lines.append(
-                f"| {LABEL[m]} | {'federated' if mode == 'fed' else 'centralised'} "
-                f"| {_f(r['fid'])} ± {_f(r['fid_half_width'])} "
-                f"| {' / '.join(_f(r['fid_per_group'][g]) for g in groups)} | {_f(r['is_domain'], 2)} "
-                f"| {' / '.join(_f(r['purity'][g], 2) for g in groups)} | {_f(r.get('neg_elbo_bpd'), 3)} "
-                f"| {_f(r.get('iw_bpd'), 3)} | {_kl(r)} | {_times(r)} |"
-            )
-    lines.append(
-        f"| **floor**: per-pixel Gaussian of each group | - | {_f(floor['fid'])} ± {_f(floor['fid_half_width'])} "
-        f"| {' / '.join(_f(floor['fid_per_group'][g]) for g in groups)} | - | - | {_f(floor['nll_bpd'], 3)} (exact) "
-        "| - | - | - | - |"
-    )
-    return head + "\n".join(lines) + "\n"
-
-
-def table8(rows: dict, floor: dict) -> str:
-    head = (
-        "| model | likelihood | FID ± 95% half-width | IS (domain clf.) | -ELBO bits/dim | IW bits/dim (K=10) "
-        "| test KL, nats (share of the loss) | global std (optimum) | near-duplicates: samples (mixture mean) "
-        "| FID of the mixture mean | train wall / CPU s | eval wall / CPU s |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
-    )
-    lines = []
-    for pair in TABLE8:
-        for m in pair:
-            r = rows.get(f"fed-{m}")
-            if r is None:
-                continue
-            std = f"{r['std']:.3f} ({r['optimum_std']:.3f})" if "std" in r else "-"
-            dup = f"{r['near_dup']:.2f}" + (f" ({r['mean_draw_near_dup']:.2f})" if "mean_draw_near_dup" in r else "")
-            mean_fid = (
-                f"{_f(r['mean_draw_fid'])} ± {_f(r['mean_draw_fid_half_width'])}" if "mean_draw_fid" in r else "-"
-            )
-            lines.append(
-                f"| {LABEL[pair[1]].split(',')[0]} | {'DLML (K = 10)' if m.endswith('dlml') else 'Gaussian'} "
-                f"| {_f(r['fid'])} ± {_f(r['fid_half_width'])} | {_f(r['is_domain'], 2)} | {_f(r['neg_elbo_bpd'], 3)} "
-                f"| {_f(r['iw_bpd'], 3)} | {_kl(r)} | {std} | {dup} | {mean_fid} | {_times(r)} |"
-            )
-    lines.append(
-        f"| **floor** | per-pixel Gaussian | {_f(floor['fid'])} ± {_f(floor['fid_half_width'])} | - "
-        f"| {_f(floor['nll_bpd'], 3)} (exact) | - | - | per pixel | {floor['near_dup']:.2f} | - | - | - |"
-    )
-    return head + "\n".join(lines) + "\n"
-
-
-def verdict_tables(rows: dict, v: dict, floor: dict) -> str:
-    out = [
-        "| claim (the paper's direction) | FID a vs b | verdict (FID) "
-        "| -ELBO b - a, nats/image (paired) | verdict (-ELBO) |"
-    ]
-    out.append("|---|---|---|---|---|")
-    nll = {(c["a"], c["b"]): c for c in v["neg_elbo"]}
-    for c in v["fid"]:
-        n = nll.get((c["a"], c["b"]))
-        gap = f"{_f(n['gap_b_minus_a'])} ± {_f(n['paired_half_width'])}" if n else "-"
-        fa, fb = rows[c["a"]]["fid"], rows[c["b"]]["fid"]
-        out.append(f"| {c['claim']} | {_f(fa)} vs {_f(fb)} | {c['verdict']} | {gap} | {n['verdict'] if n else '-'} |")
-    for c in v["neg_elbo"]:
-        if "do they differ" in c["claim"]:
-            gap = f"{_f(c['gap_b_minus_a'])} ± {_f(c['paired_half_width'])}"
-            lower = {"same": "FedVAE lower", "differs": "+L lower"}.get(c["verdict"])
-            out.append(f"| {c['claim']} | - | - | {gap} | {f'differ: {lower}' if lower else 'inconclusive'} |")
-    best = [f"- {k}: **{val}**" for k, val in v.items() if "best" in k]
-    floor_lines = [
-        "| run | FID below the floor's | -ELBO below the floor's NLL: floor - model, nats/image (paired) | verdict |",
-        "|---|---|---|---|",
-    ]
-    for k, f in v["vs_floor"].items():
-        n = f.get("neg_elbo")
-        gap = f"{_f(n['gap_b_minus_a'])} ± {_f(n['paired_half_width'])}" if n else "-"
-        floor_lines.append(f"| {k} | {f['fid']} | {gap} | {n['verdict'] if n else '-'} |")
-    return "\n".join(out) + "\n\n" + "\n".join(best) + "\n\n" + "\n".join(floor_lines) + "\n"
-
-
-def replace_section(page: str, name: str, body: str) -> str:
-    pattern = re.compile(rf"(<!-- BEGIN generated:{name} -->\n).*?(<!-- END generated:{name} -->)", re.S)
-    if not pattern.search(page):
-        raise ValueError(f"the page has no generated:{name} markers")
-    return pattern.sub(lambda m: m.group(1) + body + m.group(2), page)
 
 
 def main() -> None:
@@ -381,6 +268,10 @@ def main() -> None:
     first = next(iter(rows))
     per_group = rows[first]["num_samples"] // len(rows[first]["fid_per_group"])
     floor, floor_nats, floor_gens = floor_row(args.runs_dir / first, args.data_dir, extractor, per_group)
+    for r in rows.values():  # KL against what the model learned beyond the floor (nats/image)
+        if "test_kl" in r:
+            kl = sum(r["test_kl"].values())
+            r["kl_share_of_gain"] = kl / (floor["nll_nats"] - r["neg_elbo_nats"] + kl)
     _, cfg = load_run(args.runs_dir / first)
     real = [to_uint8(g.test_images[:GRID_PER_GROUP]) for g in load_groups(cfg, args.data_dir)]
     result = {
@@ -398,6 +289,7 @@ def main() -> None:
         page = replace_section(page, "table3", table3(rows, floor))
         page = replace_section(page, "table8", table8(rows, floor))
         page = replace_section(page, "verdicts", verdict_tables(rows, result["verdicts"], floor))
+        page = replace_section(page, "compute", compute_line(rows))
         args.page.write_text(page)
     print(f"wrote {args.out / 'rgb_standin.json'}")
 

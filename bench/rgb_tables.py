@@ -158,13 +158,16 @@ def claims(rows: dict) -> list[tuple[str, str, str]]:
     """(claim, a, b): "a is lower than b" in the paper's direction, for the rows present."""
     out = []
     for mode in ("fed", "cen"):
+        # the paper's CHARM FIDs: +H+L+D just below +L+D federated (107.7 vs 109.1), well above it centralised
+        hld = ("fission_hld_learnable", "fission_ld") if mode == "fed" else ("fission_ld", "fission_hld_learnable")
         for a, b in [
+            ("fission_l", "fedvae"),
             ("fission_d", "fedvae"),
             ("fission_d", "fission_l"),
             ("fission_ld", "fedvae"),
             ("fission_ld", "fission_l"),
             ("fission_ld", "fission_d"),
-            ("fission_hld_learnable", "fission_ld"),
+            hld,
         ]:
             out.append((f"{mode}: {LABEL[a]} below {LABEL[b]}", f"{mode}-{a}", f"{mode}-{b}"))
     for m in TABLE3:
@@ -196,13 +199,6 @@ def verdicts(rows: dict, elbos: dict, floor: dict, floor_nats: torch.Tensor) -> 
         out["fid"].append({"claim": claim, "a": a, "b": b, "verdict": ordering_verdict(fid[a], fid[b])})
         if a in elbos and b in elbos:
             out["neg_elbo"].append({"claim": claim, "a": a, "b": b} | _paired(elbos[a], elbos[b]))
-    for a, b in [("fed-fedvae", "fed-fission_l"), ("cen-fedvae", "cen-fission_l")]:
-        if a in elbos and b in elbos:
-            out["neg_elbo"].append(
-                {"claim": f"{a[:3]}: FedVAE below +L (do they differ?)", "a": a, "b": b}
-                | _paired(elbos[a], elbos[b])
-                | {"fid_verdict": ordering_verdict(fid[a], fid[b])}
-            )
     for mode in ("fed", "cen"):
         others = [r for r in rows if r.startswith(f"{mode}-") and r != f"{mode}-fission_ld" and "dlml" not in r]
         if f"{mode}-fission_ld" in rows:

@@ -45,7 +45,7 @@ def table3(rows: dict, floor: dict) -> str:
     groups = list(floor["fid_per_group"])
     head = (
         f"| model | mode | FID ± 95% half-width | FID {' / '.join(groups)} | IS (domain clf.) | purity "
-        f"{' / '.join(groups)} | -ELBO bits/dim | IW bits/dim (K=10) | test KL, nats (share of the loss / "
+        f"{' / '.join(groups)} | -ELBO bits/dim | IW bits/dim (K=10) | test KL, nats (share of the -ELBO / "
         "of the gain over the floor) | "
         "train wall / CPU s | eval wall / CPU s |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
@@ -73,7 +73,7 @@ def table3(rows: dict, floor: dict) -> str:
 def table8(rows: dict, floor: dict) -> str:
     head = (
         "| model | likelihood | FID ± 95% half-width | IS (domain clf.) | -ELBO bits/dim | IW bits/dim (K=10) "
-        "| test KL, nats (share of the loss / "
+        "| test KL, nats (share of the -ELBO / "
         "of the gain over the floor) | global std (optimum) | near-duplicates: samples (mixture mean) "
         "| FID of the mixture mean | train wall / CPU s | eval wall / CPU s |\n"
         "|---|---|---|---|---|---|---|---|---|---|---|---|\n"

@@ -63,6 +63,17 @@ def test_sample_keeps_its_grid_default():
     assert _command("sample").parse_args(["r", "--group", "a", "--out", "o.png", "--num-samples", "9"]).num_samples == 9
 
 
+def test_evaluate_takes_the_studies_fid_bootstrap_option():
+    from fissionvae.cli_options import fid_bootstrap_of
+
+    evaluate, fission = _command("evaluate"), _command("study", "fission")
+    assert evaluate.parse_args(["r"]).fid_bootstrap == 0  # off by default: `evaluate` is unchanged
+    assert fid_bootstrap_of(evaluate.parse_args(["r", "--fid-bootstrap", "200"])) == 200
+    assert fission.parse_args([]).fid_bootstrap == 50
+    with pytest.raises(ValueError, match="at least 2 resamples"):
+        fid_bootstrap_of(evaluate.parse_args(["r", "--fid-bootstrap", "1"]))
+
+
 def test_both_studies_speak_preset(capsys):
     fission = _command("study", "fission")
     assert fission_scale(fission.parse_args([])) == Scale(1.0)

@@ -11,6 +11,8 @@ from fissionvae.evaluation.noise import (
     fid_of_rows,
     match_verdict,
     ordering_verdict,
+    psd_sqrt,
+    resampled_fid,
 )
 
 
@@ -55,10 +57,22 @@ def test_fid_of_rows_equals_the_covariance_route_with_fewer_samples_than_dimensi
         fid_of_rows(rows[:, :10], reference)
 
 
-def test_bootstrap_fid_with_few_samples_matches_the_covariance_route():
+@pytest.mark.parametrize("n,d", [(30, 64), (200, 16)])  # fewer samples than features (the evaluation's case), and more
+def test_resampled_fid_equals_the_frechet_distance_of_the_resampled_statistics(n, d):
+    rng = np.random.default_rng(3)
+    reference = feature_stats(rng.normal(size=(500, d)) @ rng.normal(size=(d, d)))
+    feats = rng.normal(loc=0.3, size=(n, d)) @ rng.normal(size=(d, d))
+    projected = feats @ psd_sqrt(reference.sigma)
+    for _ in range(3):
+        idx = rng.integers(0, n, size=n)  # a bootstrap resample, repeated rows and all
+        want = fid_from_stats(feature_stats(feats[idx]), reference)
+        assert resampled_fid(feats[idx], projected[idx], reference) == pytest.approx(want, rel=1e-8)
+
+
+def test_bootstrap_fid_matches_the_replicates_computed_the_direct_way():
     rng = np.random.default_rng(4)
-    reference = feature_stats(rng.normal(size=(300, 32)))
-    generated = rng.normal(loc=0.2, size=(20, 32))  # 20 < 32: the rows route
-    fast = bootstrap_fid(generated, reference, reps=10, seed=5)
-    slow = bootstrap(lambda idx: fid_from_stats(feature_stats(generated[idx]), reference), 20, 10, 5)
-    assert fast == pytest.approx(slow, rel=1e-7)
+    reference = feature_stats(rng.normal(size=(300, 24)))
+    generated = rng.normal(loc=0.2, size=(40, 24))
+    fast = bootstrap_fid(generated, reference, reps=25, seed=7)
+    direct = bootstrap(lambda idx: fid_from_stats(feature_stats(generated[idx]), reference), 40, 25, 7)
+    assert fast == pytest.approx(direct, rel=1e-8)

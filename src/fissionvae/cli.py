@@ -135,6 +135,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--is-classifier", type=Path, help="TorchScript classifier returning logits, for an extra IS")
     p.add_argument("--no-fid", action="store_true", help="skip FID (no Inception network needed)")
     p.add_argument("--no-tsne", action="store_true", help="skip the two t-SNE figures (the slowest pictures)")
+    opts.add_fid_bootstrap(p, 0, "the generated images' Inception features")
     p.add_argument("--allow-unfinished", action="store_true", help="evaluate a run that stopped before its last round")
     opts.add_device(p, "sampling, NLL and the Inception network run")
     opts.add_data_dir(p)
@@ -284,6 +285,7 @@ def cmd_evaluate(args) -> int:
         data_dir=str(args.data_dir) if args.data_dir else None,
         progress=not args.no_progress,
         device=opts.device_of(args),
+        fid_bootstrap=opts.fid_bootstrap_of(args),
     )
     result = evaluate_run(args.run, options)
     print("\n".join(summary_lines(result)))

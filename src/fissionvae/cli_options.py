@@ -47,6 +47,23 @@ def add_num_samples(p: argparse.ArgumentParser, what: str, default: int | None =
     )
 
 
+def add_fid_bootstrap(p: argparse.ArgumentParser, default: int, what: str) -> None:
+    """``--fid-bootstrap``: resamples of the generated features for a 95% FID interval (0: none)."""
+    p.add_argument(
+        "--fid-bootstrap",
+        type=int,
+        default=default,
+        metavar="REPS",
+        help=f"bootstrap resamples of {what} for a 95%% interval of the overall FID (0: none; default {default})",
+    )
+
+
+def fid_bootstrap_of(args: argparse.Namespace) -> int:
+    if args.fid_bootstrap < 0 or args.fid_bootstrap == 1:
+        raise ValueError(f"--fid-bootstrap: 0 (none) or at least 2 resamples, got {args.fid_bootstrap}")
+    return int(args.fid_bootstrap)
+
+
 def add_no_progress(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fissionvae.evaluation.fid import FeatureStats, feature_stats, fid_from_stats
+from fissionvae.evaluation.fid import FeatureStats
 
 VERDICTS = ("same", "differs", "inconclusive")
 
@@ -82,41 +82,53 @@ def bootstrap(
     return percentile_interval(values, level)
 
 
-def fid_of_rows(rows: np.ndarray, reference: FeatureStats) -> float:
-    """FID of the features ``rows`` (N, D) against ``reference``, without a D x D decomposition.
-
-    With ``X`` the centred rows, the rows' covariance is ``X^T X / (N - 1)``, and
-    ``tr((S_rows S_ref)^(1/2))`` is the sum of the square roots of the eigenvalues of the N x N matrix
-    ``X S_ref X^T / (N - 1)`` (the nonzero spectrum of ``S_ref^(1/2) X^T X S_ref^(1/2) / (N - 1)``).
-    Equal to ``fid_from_stats(feature_stats(rows), reference)``; cheaper when N < D (a bootstrap of
-    500 samples' 2048-d features: one 500 x 500 ``eigvalsh`` instead of a 2048 x 2048 ``eigh``).
-    """
-    x = np.asarray(rows, dtype=np.float64)
-    if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] != reference.mu.shape[0]:
-        raise ValueError(f"rows must be (N >= 2, {reference.mu.shape[0]}); got shape {x.shape}")
-    mu = x.mean(axis=0)
-    centred = x - mu
-    scale = 1.0 / (x.shape[0] - 1)
-    middle = (centred @ reference.sigma) @ centred.T * scale
-    eigenvalues = np.linalg.eigvalsh((middle + middle.T) / 2.0)
-    trace_sqrt = float(np.sqrt(np.clip(eigenvalues, 0.0, None)).sum())
-    diff = mu - reference.mu
-    return float(diff @ diff + (centred * centred).sum() * scale + np.trace(reference.sigma) - 2.0 * trace_sqrt)
-
-
 def bootstrap_fid(
     generated: np.ndarray, reference: FeatureStats, reps: int = 50, seed: int = 0, level: float = 0.95
 ) -> tuple[float, float]:
     """Bootstrap interval of FID over the generated samples' Inception features (rows), reference fixed.
 
-    With fewer samples than feature dimensions each replicate is :func:`fid_of_rows` (the same
-    number, without a D x D eigendecomposition), else the covariance route.
+    Each replicate is :func:`resampled_fid`: the same number as ``fid_from_stats`` of the resampled
+    features' statistics, without a 2048 x 2048 eigendecomposition per replicate.
     """
-    if len(generated) < generated.shape[1]:
-        return bootstrap(lambda idx: fid_of_rows(generated[idx], reference), len(generated), reps, seed, level)
-    return bootstrap(
-        lambda idx: fid_from_stats(feature_stats(generated[idx]), reference), len(generated), reps, seed, level
-    )
+    feats = np.asarray(generated, dtype=np.float64)
+    projected = feats @ psd_sqrt(reference.sigma)
+    return bootstrap(lambda idx: resampled_fid(feats[idx], projected[idx], reference), len(feats), reps, seed, level)
+
+
+def psd_sqrt(sigma: np.ndarray) -> np.ndarray:
+    """The symmetric square root of a symmetric positive semi-definite matrix (negative rounding clipped)."""
+    values, vectors = np.linalg.eigh((sigma + sigma.T) / 2.0)
+    return np.asarray((vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T)
+
+
+def fid_of_rows(rows: np.ndarray, reference: FeatureStats) -> float:
+    """FID of the features ``rows`` (N, D) against ``reference``, without a D x D eigendecomposition of theirs.
+
+    Equal to ``fid_from_stats(feature_stats(rows), reference)`` (:func:`resampled_fid` with the
+    projection computed here); a one-off check or a single small-N FID.
+    """
+    x = np.asarray(rows, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] != reference.mu.shape[0]:
+        raise ValueError(f"rows must be (N >= 2, {reference.mu.shape[0]}); got shape {x.shape}")
+    return resampled_fid(x, x @ psd_sqrt(reference.sigma), reference)
+
+
+def resampled_fid(feats: np.ndarray, projected: np.ndarray, reference: FeatureStats) -> float:
+    """FID of features ``feats`` (N, D) against ``reference``, given ``projected = feats @ sqrt(reference.sigma)``.
+
+    With ``A`` the centred features over ``sqrt(N - 1)`` (so their covariance is ``A^T A``), the
+    nonzero spectrum of ``A^T A sigma_r`` is that of ``(A R)(A R)^T`` with ``R = sqrt(sigma_r)``:
+    ``tr((sigma_g sigma_r)^(1/2))`` is the sum of the singular values of the centred ``projected``
+    rows over ``sqrt(N - 1)``, an N x N (or D x D, the smaller) eigenproblem.
+    """
+    n = len(feats)
+    mu = feats.mean(axis=0)
+    centred = (projected - projected.mean(axis=0)) / math.sqrt(n - 1)
+    gram = centred @ centred.T if n <= centred.shape[1] else centred.T @ centred
+    trace_sqrt = float(np.sqrt(np.clip(np.linalg.eigvalsh(gram), 0.0, None)).sum())
+    diff = mu - reference.mu
+    trace_g = float(((feats - mu) ** 2).sum() / (n - 1))
+    return float(diff @ diff + trace_g + np.trace(reference.sigma) - 2.0 * trace_sqrt)
 
 
 def half_width(interval: tuple[float, float]) -> float:

@@ -178,12 +178,7 @@ def _add_fission(studies: argparse._SubParsersAction) -> None:
         help="cores to keep busy: centralised runs and evaluations (one core each) run this many side by side "
         "(default 2; 1 = one after another, same numbers)",
     )
-    f.add_argument(
-        "--fid-bootstrap",
-        type=int,
-        default=50,
-        help="bootstrap resamples of each evaluation's generated features for its FID interval (0: none; default 50)",
-    )
+    opts.add_fid_bootstrap(f, 50, "each evaluation's generated features")
     opts.add_no_progress(f)
     f.set_defaults(func=cmd_fission)
 

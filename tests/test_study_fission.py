@@ -265,6 +265,22 @@ def test_a_foreign_ledger_is_refused_with_its_path(tmp_path):
         Ledger.load(path)
 
 
+def test_a_save_between_page_writes_keeps_the_pages_claims(tmp_path):
+    path = tmp_path / "study.json"
+    ledger = Ledger.load(path)
+    ledger.save({"command": "fissionvae study fission", "claims": [{"claim": "c", "verdict": "inconclusive"}]})
+    again = Ledger.load(path)
+    again.runs["fedvae"] = {"config_sha256": "x"}  # a run finished training: saved before the next page write
+    again.save()
+    data = json.loads(path.read_text())
+    assert (
+        data["claims"] == [{"claim": "c", "verdict": "inconclusive"}] and data["command"] == "fissionvae study fission"
+    )
+    assert data["runs"] == {"fedvae": {"config_sha256": "x"}} and data["format"] == 2
+    again.save({"command": "new"})  # the next page write replaces the metadata whole
+    assert "claims" not in json.loads(path.read_text())
+
+
 # --------------------------------------------------------------------------- prior swap in evaluate_run
 
 

@@ -114,6 +114,9 @@ def loss_series(metrics: list[dict], groups: list[str]) -> dict[str, list[list[f
     return {g: [[m["round"], m[f"test/{g}/neg_elbo"]] for m in rounds if f"test/{g}/neg_elbo" in m] for g in groups}
 
 
+_ENTRY_KEYS = ("format", "cells", "runs", "floor", "baselines")  # the rest of a ledger file is page metadata
+
+
 @dataclass
 class Ledger:
     """The study's ledger file and the folder beside it that holds its PNGs."""
@@ -123,6 +126,7 @@ class Ledger:
     runs: dict[str, dict] = field(default_factory=dict)
     floor: dict | None = None
     baselines: dict[str, dict] = field(default_factory=dict)  # other models' Table 3 rows (--baseline)
+    meta: dict = field(default_factory=dict)  # the page's metadata (command, claims, totals...) of the last page write
 
     @property
     def folder(self) -> Path:
@@ -147,11 +151,18 @@ class Ledger:
         for key, entry in cells.items():
             if not isinstance(entry, dict) or not {"config_sha256", "eval", "numbers"} <= set(entry):
                 raise LedgerError(f"{path}: cell {key!r} lacks config_sha256, eval or numbers")
-        return cls(path, cells, runs, data.get("floor"), data.get("baselines", {}))
+        meta = {k: v for k, v in data.items() if k not in _ENTRY_KEYS}
+        return cls(path, cells, runs, data.get("floor"), data.get("baselines", {}), meta)
 
     def save(self, extra: dict | None = None) -> Path:
-        """Write the ledger atomically (``extra``: page metadata kept beside the entries)."""
-        data = {"format": LEDGER_FORMAT, **(extra or {}), "cells": self.cells, "runs": self.runs}
+        """Write the ledger atomically (``extra``: new page metadata; without it the last page's is kept).
+
+        A save between two page writes (a run that finished training, a cell just evaluated) must
+        not drop the claims and totals that the committed page was written from.
+        """
+        if extra is not None:
+            self.meta = dict(extra)
+        data = {"format": LEDGER_FORMAT, **self.meta, "cells": self.cells, "runs": self.runs}
         data["baselines"] = self.baselines
         if self.floor is not None:
             data["floor"] = self.floor

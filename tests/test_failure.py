@@ -80,6 +80,9 @@ def test_consecutive_failed_rounds_stop_the_run_and_the_streak_survives_resume(t
     )
 
 
+ROUNDS = 100_000  # a run that cannot finish before the test interrupts it
+
+
 def _config_file(tmp_path, shared_data_dir, **sections):
     path = tmp_path / "tiny.yaml"
     save_config(tiny_config(shared_data_dir, **sections), path)
@@ -123,8 +126,10 @@ def test_a_killed_worker_is_a_one_line_error_and_status_failed(tmp_path, shared_
 
 
 def test_ctrl_c_stops_cleanly_with_status_stopped_and_no_worker_left(tmp_path, shared_data_dir):
+    # rounds of this tiny run take tens of milliseconds: with 500 a loaded CI machine once let it finish
+    # (exit 0) before the signal arrived, so the run is made long enough that it cannot
     path = _config_file(
-        tmp_path, shared_data_dir, federation={"participation": 1.0, "workers": 2}, train={"rounds": 500}
+        tmp_path, shared_data_dir, federation={"participation": 1.0, "workers": 2}, train={"rounds": ROUNDS}
     )
     env = os.environ | {"PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
     argv = ["train", "--config", str(path), "--runs-dir", str(tmp_path / "runs"), "--name", "int", "--no-progress"]
@@ -146,6 +151,6 @@ def test_ctrl_c_stops_cleanly_with_status_stopped_and_no_worker_left(tmp_path, s
             proc.wait()
     assert proc.returncode == 130 and "Traceback" not in err and "interrupted" in err, err
     status = _status(run)
-    assert status["state"] == "stopped" and 1 <= status["rounds_done"] < 500
+    assert status["state"] == "stopped" and 1 <= status["rounds_done"] < ROUNDS
     time.sleep(0.5)
     assert not any(os.path.exists(f"/proc/{p}") for p in workers), "a worker process outlived Ctrl-C"

@@ -83,6 +83,18 @@ def test_consecutive_failed_rounds_stop_the_run_and_the_streak_survives_resume(t
 ROUNDS = 100_000  # a run that cannot finish before the test interrupts it
 
 
+def _interruptible() -> None:
+    """In the child before exec: SIGINT as a terminal gives it (default action, not blocked).
+
+    A child inherits an ignored SIGINT, and Python then installs no KeyboardInterrupt handler; some
+    library used earlier in the same pytest process can leave SIGINT ignored or blocked, and the
+    child then trains on through the test's Ctrl-C (seen twice on CI: exit 0 after all rounds, and a
+    timeout). A user's Ctrl-C comes from a terminal, where SIGINT has its default action.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+
+
 def _config_file(tmp_path, shared_data_dir, **sections):
     path = tmp_path / "tiny.yaml"
     save_config(tiny_config(shared_data_dir, **sections), path)
@@ -126,14 +138,18 @@ def test_a_killed_worker_is_a_one_line_error_and_status_failed(tmp_path, shared_
 
 
 def test_ctrl_c_stops_cleanly_with_status_stopped_and_no_worker_left(tmp_path, shared_data_dir):
-    # rounds of this tiny run take tens of milliseconds: with 500 a loaded CI machine once let it finish
-    # (exit 0) before the signal arrived, so the run is made long enough that it cannot
     path = _config_file(
         tmp_path, shared_data_dir, federation={"participation": 1.0, "workers": 2}, train={"rounds": ROUNDS}
     )
     env = os.environ | {"PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
     argv = ["train", "--config", str(path), "--runs-dir", str(tmp_path / "runs"), "--name", "int", "--no-progress"]
-    proc = subprocess.Popen([sys.executable, "-m", "fissionvae.cli", *argv], env=env, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fissionvae.cli", *argv],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_interruptible,
+    )
     run = RunDir(tmp_path / "runs" / "int")
     try:
         deadline = time.monotonic() + 240

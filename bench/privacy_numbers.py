@@ -33,8 +33,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fissionvae.config import load_config
 from fissionvae.evaluation.feature_cache import reference_stats
-from fissionvae.evaluation.fid import pooled_stats
-from fissionvae.evaluation.noise import Measured, bootstrap_fid, fid_of_rows, ordering_verdict
+from fissionvae.evaluation.fid import feature_stats, fid_from_stats, pooled_stats
+from fissionvae.evaluation.noise import Measured, bootstrap_fid, ordering_verdict
 from fissionvae.io import atomic_write_json
 from privacy_page_md import _eps, render, sample_grid
 from privacy_sweep import CLIENT_SCALE, RECORD_SCALE, ROWS
@@ -83,7 +83,7 @@ def fid_intervals(run: Path, ev: dict, groups, reps: int) -> dict:
         *((g.name, f, r, ev["fid"]["per_group"][g.name]["fid"]) for g, f, r in zip(groups, feats, refs, strict=True)),
         ("overall", np.concatenate(feats), pooled_stats(refs), ev["fid"]["overall"]),
     ]:
-        check = fid_of_rows(f, ref)
+        check = fid_from_stats(feature_stats(f), ref)
         if abs(check - point) > 1e-4 * max(1.0, abs(point)):
             raise ValueError(f"{run}: cached features give FID {check:.3f} for {name}, eval.json {point:.3f}")
         lo, hi = bootstrap_fid(f, ref, reps=reps, seed=0)

@@ -8,7 +8,6 @@ from fissionvae.evaluation.noise import (
     Measured,
     bootstrap,
     bootstrap_fid,
-    fid_of_rows,
     match_verdict,
     ordering_verdict,
     psd_sqrt,
@@ -44,17 +43,6 @@ def test_bootstrap_fid_interval_brackets_the_point_estimate():
     assert lo < point < hi
     assert hi - lo < point  # a real interval, not the whole line
     assert bootstrap_fid(generated, reference, reps=40, seed=1) == (lo, hi)  # seeded
-
-
-def test_fid_of_rows_equals_the_covariance_route_with_fewer_samples_than_dimensions():
-    rng = np.random.default_rng(3)
-    reference = feature_stats(rng.normal(size=(200, 64)) @ rng.normal(size=(64, 64)))
-    rows = rng.normal(loc=0.3, size=(40, 64)) @ rng.normal(size=(64, 64))  # rank 39 < 64: rank-deficient
-    assert fid_of_rows(rows, reference) == pytest.approx(fid_from_stats(feature_stats(rows), reference), rel=1e-7)
-    many = rng.normal(size=(300, 64))  # more rows than dimensions: the same identity holds
-    assert fid_of_rows(many, reference) == pytest.approx(fid_from_stats(feature_stats(many), reference), rel=1e-7)
-    with pytest.raises(ValueError, match="rows must be"):
-        fid_of_rows(rows[:, :10], reference)
 
 
 @pytest.mark.parametrize("n,d", [(30, 64), (200, 16)])  # fewer samples than features (the evaluation's case), and more

@@ -101,18 +101,6 @@ def psd_sqrt(sigma: np.ndarray) -> np.ndarray:
     return np.asarray((vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T)
 
 
-def fid_of_rows(rows: np.ndarray, reference: FeatureStats) -> float:
-    """FID of the features ``rows`` (N, D) against ``reference``, without a D x D eigendecomposition of theirs.
-
-    Equal to ``fid_from_stats(feature_stats(rows), reference)`` (:func:`resampled_fid` with the
-    projection computed here); a one-off check or a single small-N FID.
-    """
-    x = np.asarray(rows, dtype=np.float64)
-    if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] != reference.mu.shape[0]:
-        raise ValueError(f"rows must be (N >= 2, {reference.mu.shape[0]}); got shape {x.shape}")
-    return resampled_fid(x, x @ psd_sqrt(reference.sigma), reference)
-
-
 def resampled_fid(feats: np.ndarray, projected: np.ndarray, reference: FeatureStats) -> float:
     """FID of features ``feats`` (N, D) against ``reference``, given ``projected = feats @ sqrt(reference.sigma)``.
 

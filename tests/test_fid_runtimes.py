@@ -99,6 +99,21 @@ def test_export_is_cached_beside_the_pt_keyed_by_its_sha256(tiny_pt: Path, runti
     assert [f.stat().st_mtime_ns for f in (*files, manifest)] == stamps
 
 
+@pytest.mark.skipif(not runtimes.installed("openvino"), reason="needs openvino")
+def test_openvino_runs_unpinned(tiny_pt: Path) -> None:
+    # pinned (OpenVINO's Linux default), two one-thread evaluations side by side were seen
+    # sharing CPU 0 while CPU 1 idled
+    import openvino
+
+    feature_extractor("openvino", tiny_pt, progress=False)  # writes the export
+    xml, binary = export_paths(tiny_pt, "openvino", load_inception(tiny_pt).sha256)[1]
+    core = openvino.Core()
+    for bf16 in (False, True):
+        compiled = core.compile_model(core.read_model(str(xml), str(binary)), "CPU", runtimes.openvino_config(bf16))
+        assert compiled.get_property("ENABLE_CPU_PINNING") is False
+        assert compiled.get_property("INFERENCE_NUM_THREADS") == torch.get_num_threads()
+
+
 @pytest.mark.parametrize("runtime", INSTALLED)
 def test_damaged_export_is_rebuilt_never_used(tiny_pt: Path, runtime: str, capsys: pytest.CaptureFixture) -> None:
     feature_extractor(runtime, tiny_pt, progress=False)

@@ -83,20 +83,27 @@ def _threads() -> int:
     return max(1, torch.get_num_threads())
 
 
+def openvino_config(bf16: bool = False) -> dict[str, object]:
+    """The CPU plugin's settings: the precision, torch's thread count, and no CPU pinning.
+
+    With pinning (OpenVINO's default on Linux) the study's two one-thread evaluations side by
+    side (``--jobs 2``) were seen with their inference threads both pinned to CPU 0, each at 50%
+    CPU while CPU 1 idled; without it they ran at 100% each, 2.1x the images per second
+    (docs/benchmarks.md).  Pinning changes where the network runs, not what it computes.
+    """
+    return {
+        "INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32",
+        "INFERENCE_NUM_THREADS": _threads(),
+        "ENABLE_CPU_PINNING": False,
+    }
+
+
 def openvino_session(files: list[Path], bf16: bool = False) -> Session:
     """Compile the OpenVINO export on the CPU; returns a function from inputs to features."""
     import openvino
 
     core = openvino.Core()
-    # No CPU pinning: OpenVINO pins its calling thread to the first core by default, so two
-    # one-thread evaluations side by side (the study's --jobs 2) shared one core and left the
-    # other idle (measured: each at 50% CPU, the same throughput as one alone).
-    config = {
-        "INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32",
-        "INFERENCE_NUM_THREADS": _threads(),
-        "ENABLE_CPU_PINNING": False,
-    }
-    compiled = core.compile_model(core.read_model(str(files[0]), str(files[1])), "CPU", config)
+    compiled = core.compile_model(core.read_model(str(files[0]), str(files[1])), "CPU", openvino_config(bf16))
     request = compiled.create_infer_request()
 
     def run(inputs: np.ndarray) -> np.ndarray:

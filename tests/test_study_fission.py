@@ -3,6 +3,7 @@
 import argparse
 import json
 
+import numpy as np
 import pytest
 import torch
 from tests.helpers import tiny_config
@@ -478,6 +479,10 @@ def test_describe_plan_counts_finished_runs(study):
     text = describe_plan(opts)
     assert text.count("in the ledger") == 4 and "training left: 0 sample passes" in text
     assert "0 evaluations left" in text
+    # hours at what this machine measured: the median samples/s of the ledger's finished runs per mode
+    ledger = Ledger.load(opts.ledger_path)
+    fed = float(np.median(ledger.training_rates()["federated"]))
+    assert f"federated {fed:,.0f} (the ledger's median)" in text
 
 
 def test_the_ledger_alone_makes_the_page_when_the_run_folders_are_gone(study, tmp_path):

@@ -169,7 +169,7 @@ def _add_fission(studies: argparse._SubParsersAction) -> None:
     f.add_argument(
         "--plan",
         action="store_true",
-        help="print the runs, their state and the training time left at 5,000 samples/s; train nothing",
+        help="print the runs, their state and the time left (the ledger's measured samples/s); train nothing",
     )
     f.add_argument(
         "--jobs",

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from fissionvae.config import RunConfig
@@ -311,11 +312,16 @@ def run_fission_study(opts: StudyOptions) -> Path:
 
 
 def describe_plan(opts: StudyOptions, samples_per_second: float = 5000.0) -> str:
-    """A text table of the plan: each run, its tables, state, planned sample passes and time at the given rate."""
+    """A text table of the plan: each run, its tables, state, planned sample passes and training time left.
+
+    A run's time is at the median samples/s of the ledger's finished runs of its mode (what this
+    machine measured, load included), else at ``samples_per_second``.
+    """
     study = Study(opts)
     plan = study.plan
+    measured = {mode: float(np.median(rates)) for mode, rates in study.ledger.training_rates().items()}
     lines = [f"{'run':<44} {'tables':<12} {'state':<22} {'sample passes':>14} {'hours':>6}"]
-    total, n_eval = 0.0, 0
+    total, total_hours, n_eval = 0.0, 0.0, 0
     for spec in plan.runs:
         cfg = study.cfgs[spec]
         evals_left = [ev for ev in plan.evals_of(spec) if study.outcome(ev).entry is None]
@@ -330,21 +336,25 @@ def describe_plan(opts: StudyOptions, samples_per_second: float = 5000.0) -> str
             state = f"{(status or {}).get('state')} {(status or {}).get('rounds_done', 0)}/{cfg.effective_rounds}"
         passes = planned_sample_passes(cfg)
         left = passes * (1 - done_frac)
-        total += left
-        hours = left / samples_per_second / 3600
+        hours = left / measured.get(cfg.mode, samples_per_second) / 3600
+        total, total_hours = total + left, total_hours + hours
         lines.append(f"{cfg.name:<44} {','.join(plan.tables_of(spec)):<12} {state:<22} {passes:>14,.0f} {hours:>6.2f}")
-    gen = opts.num_samples or opts.scale.num_samples() or PAPER_EVAL_IMAGES
-    lines.append(
-        f"{len(plan.runs)} runs; training left: {total:,.0f} sample passes = "
-        f"{total / samples_per_second / 3600:.1f} h at {samples_per_second:,.0f} samples/s"
+    rates = ", ".join(
+        f"{'federated' if mode == 'federated' else 'centralised'} "
+        + (f"{measured[mode]:,.0f} (the ledger's median)" if mode in measured else f"{samples_per_second:,.0f}")
+        for mode in ("federated", "centralized")
     )
+    lines.append(
+        f"{len(plan.runs)} runs; training left: {total:,.0f} sample passes = {total_hours:.1f} h at {rates} samples/s"
+    )
+    gen = opts.num_samples or opts.scale.num_samples() or PAPER_EVAL_IMAGES
     fid_images = n_eval * gen
     runtime = resolve_runtime("auto", opts.device or "cpu")
     rate = FID_IMAGES_PER_CPU_SECOND[runtime]
     lines.append(
         f"{n_eval} evaluations left x {gen:,} generated images = {fid_images:,} images through the FID Inception: "
         f"{fid_images / rate / 3600:.1f} h of one CPU core at {rate:g} images/s with {runtime} "
-        f"(docs/benchmarks.md); --jobs 2 runs two evaluations at once"
+        f"(docs/benchmarks.md); --jobs 2 runs two at once"
         if opts.fid
         else f"{n_eval} evaluations left, no FID"
     )

@@ -180,6 +180,15 @@ class Ledger:
         entry = self.runs.get(cfg.name)
         return entry if entry is not None and entry.get("config_sha256") == config_digest(cfg) else None
 
+    def training_rates(self) -> dict[str, list[float]]:
+        """Samples/s of every finished run in the ledger, by mode (``federated``, ``centralized``)."""
+        rates: dict[str, list[float]] = {}
+        for entry in self.runs.values():
+            passes, wall = entry.get("passes"), entry.get("wall_seconds") or 0.0
+            if entry.get("state") == "finished" and passes and wall > 0:
+                rates.setdefault(str(entry.get("mode")), []).append(passes / wall)
+        return rates
+
     def record_cell(
         self, key: str, cfg: RunConfig, eopts: EvalOptions, result: dict, run_folder: str, grids: dict[str, str]
     ) -> dict:

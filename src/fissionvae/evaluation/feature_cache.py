@@ -7,6 +7,8 @@ real data's statistics are keyed by dataset content and extractor identity.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,11 @@ from fissionvae.evaluation.options import EvalOptions
 from fissionvae.evaluation.runtimes import feature_extractor
 from fissionvae.io import atomic_write_bytes
 
+try:
+    import fcntl
+except ImportError:  # Windows: no cross-process claims (see chunk_claim)
+    fcntl = None  # type: ignore[assignment]
+
 
 def extractor_for(opts: EvalOptions) -> FeatureExtractor:
     """The FID feature extractor that ``opts`` asks for (a missing Inception file fails here)."""
@@ -31,23 +38,67 @@ def extractor_for(opts: EvalOptions) -> FeatureExtractor:
 def cached_features(
     images: Tensor, extractor: FeatureExtractor, folder: Path, key: str, chunk: int = 1000, desc: str = ""
 ) -> np.ndarray:
-    """Inception features of ``images``, computed and saved chunk by chunk (resumable)."""
+    """Inception features of ``images``, computed and saved chunk by chunk (resumable).
+
+    Processes that need the same features at once (the study's two evaluations side by side both
+    start on the test images' statistics) share the work: a chunk another process is computing
+    (its lock held) is skipped and read once that process releases it, so each chunk goes through
+    the network once.  A lock dies with its process; a chunk left unwritten is computed here.
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    parts = []
-    for i in tqdm(
-        range(0, len(images), chunk),
+    paths = [folder / f"{key[:24]}-{i // chunk:05d}.npy" for i in range(0, len(images), chunk)]
+    parts: dict[int, np.ndarray] = {}
+
+    def compute(index: int) -> np.ndarray:
+        feats = extractor(images[index * chunk : (index + 1) * chunk]).astype(np.float32)
+        atomic_write_bytes(paths[index], _npy_bytes(feats))
+        return feats
+
+    with tqdm(
+        total=len(paths),
         desc=f"FID features {desc}".strip(),
         unit="chunk",
         disable=not getattr(extractor, "progress", False),
-    ):
-        path = folder / f"{key[:24]}-{i // chunk:05d}.npy"
-        if path.is_file():
-            parts.append(np.load(path))
-            continue
-        feats = extractor(images[i : i + chunk]).astype(np.float32)
-        atomic_write_bytes(path, _npy_bytes(feats))
-        parts.append(feats)
-    return np.concatenate(parts).astype(np.float64)
+    ) as bar:
+        busy = []
+        for index, path in enumerate(paths):
+            with chunk_claim(path, wait=False) as claimed:
+                if path.is_file():
+                    parts[index] = np.load(path)
+                elif claimed:
+                    parts[index] = compute(index)
+                else:
+                    busy.append(index)
+                    continue
+            bar.update()
+        for index in busy:  # computed by another process meanwhile: wait for its lock, then read
+            with chunk_claim(paths[index], wait=True):
+                parts[index] = np.load(paths[index]) if paths[index].is_file() else compute(index)
+            bar.update()
+    return np.concatenate([parts[i] for i in range(len(paths))]).astype(np.float64)
+
+
+@contextmanager
+def chunk_claim(path: Path, wait: bool) -> Iterator[bool]:
+    """Hold the lock of the chunk file ``path`` (``<name>.lock`` beside it); yields whether it is held.
+
+    ``wait=False`` does not block: it yields False while another process holds the lock.  Where
+    ``fcntl`` is missing (Windows) every claim succeeds: processes then may compute a chunk twice,
+    with the same result.
+    """
+    if fcntl is None:
+        yield True
+        return
+    with open(path.with_name(path.name + ".lock"), "a+b") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def reference_stats(group: GroupData, extractor: FeatureExtractor, cached_only: bool = False) -> FeatureStats | None:

@@ -20,7 +20,7 @@ from fissionvae.federation.engine import train
 from fissionvae.runs import RunDir
 from fissionvae.studies import common
 from fissionvae.studies.cli import register
-from fissionvae.studies.fission import FID_IMAGES_PER_CPU_SECOND, describe_plan, run_fission_study
+from fissionvae.studies.fission import FID_IMAGES_PER_CPU_SECOND, Study, describe_plan, run_fission_study
 from fissionvae.studies.fission_claims import Noise, check_claims
 from fissionvae.studies.fission_ledger import Ledger, LedgerError, numbers
 from fissionvae.studies.fission_options import CONFIGS_DIR, Scale, StudyOptions, resolve_config
@@ -113,6 +113,23 @@ def test_resolved_configs_match_the_rows_they_stand_for():
     assert common.config_digest(resolve_config(t5["+L+D identical"], scale)) == common.config_digest(
         resolve_config(t3["FissionVAE+D"], scale)
     )
+
+
+def test_config_keys_added_later_keep_the_identity_of_results_recorded_before_them():
+    # the committed s=0.05 ledger cell of FedVAE was recorded before federation.aggregator & co.
+    # existed; at their defaults the digest is still that cell's (so the page's fallback finds it)
+    fedvae = resolve_config(make_plan(["3"]).runs[0], Scale.parse("0.05"))
+    assert common.config_digest(fedvae).startswith("c6b7795566ac")
+    # a non-default value of a later key is a different computation
+    for override in ("federation.aggregator=median", "federation.clip_norm=1.0", "model.decoder.output_norm=false"):
+        changed = load_config(CONFIGS_DIR / "fedvae.yaml", [override])
+        assert common.config_digest(changed) != common.config_digest(load_config(CONFIGS_DIR / "fedvae.yaml"))
+    # the Gaussian std settings count only under the Gaussian likelihood
+    base = ["model.likelihood=gaussian"]
+    gauss = common.config_digest(load_config(CONFIGS_DIR / "fedvae.yaml", base))
+    assert gauss != common.config_digest(load_config(CONFIGS_DIR / "fedvae.yaml", [*base, "model.gaussian_std_lr=0.1"]))
+    plain = common.config_digest(load_config(CONFIGS_DIR / "fedvae.yaml"))
+    assert plain == common.config_digest(load_config(CONFIGS_DIR / "fedvae.yaml", ["model.gaussian_std_lr=0.1"]))
 
 
 def test_scale_presets_are_labelled_and_sized():
@@ -497,6 +514,27 @@ def test_the_ledger_alone_makes_the_page_when_the_run_folders_are_gone(study, tm
     ledger = json.loads((tmp_path / "page" / "mixed_mnist" / "study.json").read_text())
     assert ledger["cells"] == ledger_before["cells"] and ledger["runs"] == ledger_before["runs"]
     assert "generations_table10.png" in md and "loss_table6.png" in md  # figures redrawn from the ledger
+
+
+def test_shown_tables_come_from_the_ledger_and_are_never_trained(study, tmp_path):
+    import shutil
+
+    root, opts, _ = study
+    # nothing on disk: --show adds no job, --tables does
+    fresh = StudyOptions(
+        **{**opts.__dict__, "tables": ("7",), "show": ("6",), "runs_dir": tmp_path / "r", "out": tmp_path / "o"}
+    )
+    keys = [job.key for job in Study(fresh).jobs()]
+    assert keys and all("fission_hld" in k and "fashion" not in k and "learnable" not in k for k in keys)
+    assert "fission_hld_fashion_deep " not in describe_plan(fresh) and "--show 6" in fresh.command()
+    # from the ledger alone, the shown table is on the page beside the trained one
+    shutil.copytree(root / "page", tmp_path / "page")
+    shown = StudyOptions(**{**fresh.__dict__, "runs_dir": tmp_path / "no-runs", "out": tmp_path / "page"})
+    md = run_fission_study(shown).read_text()
+    assert "## Table 6" in md and "## Table 7" in md and "pending (" not in md
+    assert not (tmp_path / "no-runs").exists()
+    alone = StudyOptions(**{**shown.__dict__, "show": ()})
+    assert "## Table 6" not in run_fission_study(alone).read_text()
 
 
 def test_an_evaluation_on_another_test_subset_is_not_reused(study):

@@ -104,6 +104,12 @@ def _add_fission(studies: argparse._SubParsersAction) -> None:
         "--tables",
         help="comma-separated subset of 3,5,6,7,10,noise (10 = Figure 10; noise = the second-seed runs; default: all)",
     )
+    f.add_argument(
+        "--show",
+        metavar="TABLES",
+        help="tables also put on the page from what the ledger (or --fallback-scale) already holds; nothing is "
+        "trained or evaluated for them, e.g. --tables 3,7 --show 5,6",
+    )
     size = f.add_mutually_exclusive_group()
     size.add_argument(
         "--preset",
@@ -210,6 +216,7 @@ def cmd_fission(args: argparse.Namespace) -> int:
             raise ValueError(f"--{name.replace('_', '-')}: must be >= 1, got {value}")
     opts = StudyOptions(
         tables=parse_tables(args.tables),
+        show=() if args.show is None else parse_tables(args.show, "--show"),
         scale=fission_scale(args),
         runs_dir=args.runs_dir,
         out=args.out,

@@ -63,7 +63,34 @@ def comparable(cfg: RunConfig) -> dict:
         out[section].pop(key, None)
     if out.get("privacy") == dataclasses.asdict(PrivacyConfig()):
         del out["privacy"]  # runs made before the privacy section existed keep their identity
+    _drop_later_defaults(out)
     return out
+
+
+# Keys added after results were recorded, at the value that computes what runs did before the key
+# existed: comparable() leaves them out there, so those results (ledger cells, run folders) keep
+# their identity. A new config key whose default changes nothing belongs here.
+LATER_DEFAULTS: dict[str, dict[str, object]] = {
+    "federation": {"aggregator": "fedavg", "trim_fraction": 0.1, "clip_norm": None, "max_failed_rounds": 3},
+    "decoder": {"output_norm": True},  # model.decoder and every data.groups[*].decoder
+}
+GAUSSIAN_KEYS = ("gaussian_std", "gaussian_std_init", "gaussian_std_lr")  # no effect unless likelihood: gaussian
+
+
+def _drop_later_defaults(out: dict) -> None:
+    def drop(section: dict | None, defaults: dict[str, object]) -> None:
+        for key, default in defaults.items():
+            if section is not None and key in section and section[key] == default:
+                del section[key]
+
+    drop(out.get("federation"), LATER_DEFAULTS["federation"])
+    model = out.get("model", {})
+    decoders = [model.get("decoder")] + [g.get("decoder") for g in out.get("data", {}).get("groups", [])]
+    for decoder in decoders:
+        drop(decoder if isinstance(decoder, dict) else None, LATER_DEFAULTS["decoder"])
+    if model.get("likelihood") != "gaussian":
+        for key in GAUSSIAN_KEYS:
+            model.pop(key, None)
 
 
 def config_digest(cfg: RunConfig) -> str:

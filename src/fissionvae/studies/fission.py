@@ -156,7 +156,8 @@ class Study:
 
     def __init__(self, opts: StudyOptions):
         self.opts = opts
-        self.plan: Plan = make_plan(opts.tables)
+        self.plan: Plan = make_plan((*opts.tables, *opts.show))  # what the page shows
+        self.work: Plan = make_plan(opts.tables)  # what this call trains and evaluates (--show: nothing)
         self.cfgs = {
             spec: resolve_config(spec, opts.scale, opts.configs_dir, opts.overrides, opts.device)
             for spec in self.plan.runs
@@ -190,8 +191,8 @@ class Study:
     def jobs(self) -> list[Job]:
         """Train jobs for unfinished runs (within ``max_runs``), eval jobs for cells not in the ledger."""
         opts, jobs, started = self.opts, [], 0
-        for spec in self.plan.runs:
-            todo = [ev for ev in self.plan.evals_of(spec) if self.outcome(ev).entry is None]
+        for spec in self.work.runs:
+            todo = [ev for ev in self.work.evals_of(spec) if self.outcome(ev).entry is None]
             if not todo:
                 continue  # every cell of the run is in the ledger: nothing to train or evaluate
             cfg = self.cfgs[spec]
@@ -318,7 +319,7 @@ def describe_plan(opts: StudyOptions, samples_per_second: float = 5000.0) -> str
     machine measured, load included), else at ``samples_per_second``.
     """
     study = Study(opts)
-    plan = study.plan
+    plan = study.work
     measured = {mode: float(np.median(rates)) for mode, rates in study.ledger.training_rates().items()}
     lines = [f"{'run':<44} {'tables':<12} {'state':<22} {'sample passes':>14} {'hours':>6}"]
     total, total_hours, n_eval = 0.0, 0.0, 0

@@ -119,6 +119,7 @@ class StudyOptions:
     """Everything ``fissionvae study fission`` takes (see :func:`run_fission_study`)."""
 
     tables: tuple[str, ...] = TABLES
+    show: tuple[str, ...] = ()  # tables on the page from the ledger / fallback only: never trained or evaluated
     scale: Scale = field(default_factory=Scale)
     runs_dir: Path = Path("runs")
     out: Path | None = None  # default: <runs_dir>/study-fission-<scale label>
@@ -154,6 +155,8 @@ class StudyOptions:
         args = ["fissionvae study fission --dataset mixed_mnist"]
         if tuple(self.tables) != TABLES:
             args.append(f"--tables {','.join(self.tables)}")
+        shown = [t for t in self.show if t not in self.tables]
+        args += [f"--show {','.join(shown)}"] if shown else []
         args += self.scale.cli_args()
         args += [] if str(self.runs_dir) == "runs" else [f"--runs-dir {self.runs_dir}"]
         args += [] if self.data_dir is None else [f"--data-dir {self.data_dir}"]

@@ -47,6 +47,7 @@ def completion(t: TableSpec, outcomes: dict[EvalSpec, Outcome], opts: StudyOptio
     paper = dataclasses.replace(
         opts,
         tables=(t.key,),
+        show=(),
         scale=Scale(),
         num_samples=None,
         iw_samples=None,
@@ -58,7 +59,7 @@ def completion(t: TableSpec, outcomes: dict[EvalSpec, Outcome], opts: StudyOptio
     )
     text = f"Not at the paper's scale yet: `{paper.command()}` completes this table with the paper's protocol."
     if not all(o.done for o in cells):
-        text += f" At this page's scale: `{dataclasses.replace(opts, tables=(t.key,)).command()}`."
+        text += f" At this page's scale: `{dataclasses.replace(opts, tables=(t.key,), show=()).command()}`."
     return ("p", text)
 
 

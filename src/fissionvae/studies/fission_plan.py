@@ -232,7 +232,7 @@ def noise_table() -> TableSpec:
 BUILDERS = {"3": table3, "5": table5, "6": table6, "7": table7, "10": figure10, "noise": noise_table}
 
 
-def parse_tables(text: str | None) -> tuple[str, ...]:
+def parse_tables(text: str | None, option: str = "--tables") -> tuple[str, ...]:
     """``"3,7"`` -> ("3", "7") in the paper's order; None or "all" -> every table."""
     if text is None or text.strip().lower() == "all":
         return TABLES
@@ -244,7 +244,7 @@ def parse_tables(text: str | None) -> tuple[str, ...]:
     unknown = sorted(asked - set(TABLES))
     if unknown or not asked:
         raise ValueError(
-            f"--tables {text!r}: unknown table(s) {unknown}; choose from {', '.join(TABLES)} (10 = Figure 10) or 'all'"
+            f"{option} {text!r}: unknown table(s) {unknown}; choose from {', '.join(TABLES)} (10 = Figure 10) or 'all'"
         )
     return tuple(t for t in TABLES if t in asked)
 

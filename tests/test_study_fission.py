@@ -174,7 +174,8 @@ def test_cli_plan_reports_sample_passes(tmp_path, capsys):
     assert args.func(args) == 0
     out = capsys.readouterr().out
     # 15 x 21M + 5 x 8.4M, and the two noise runs: 2 x 21M
-    assert "22 runs; training left: 399,000,000 sample passes = 22.2 h at 5,000 samples/s" in out
+    # no finished run in the ledger yet: 5,000 samples/s for both modes
+    assert "22 runs; training left: 399,000,000 sample passes = 22.2 h at federated 5,000, centralised 5,000 " in out
     assert "25 evaluations left x 20,000 generated images" in out
     # the FID hours follow the runtime `--fid-runtime auto` resolves to here: 500,000 images at its rate
     runtime = resolve_runtime("auto", "cpu")

@@ -303,6 +303,9 @@ def run_fission_study(opts: StudyOptions) -> Path:
         return write_page(s.plan, s.outcomes(), s.ledger, opts, time.perf_counter() - start)
 
     study.record_baselines()
+    if opts.evaluate:
+        study.ensure_floor()  # cheap (the test statistics only if already cached): the page has it from now on
+    page(study)  # the page says at once what this command does and what the ledger already holds
     with tqdm(
         total=len(jobs), desc=f"fission study ({opts.scale.label})", unit="job", disable=not opts.progress
     ) as bar:

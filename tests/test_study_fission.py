@@ -429,7 +429,8 @@ def test_page_from_tiny_runs(study):
     md = page.read_text()
     assert md.startswith("# FissionVAE on Mixed MNIST: Tables 6, 7 and Figure 10 [REDUCED: tiny]")
     assert (
-        "7 of 7 evaluation cells done, 4 runs" in md and "pending" not in md.split("## Table 6")[1].split("## Runs")[0]
+        "7 of 7 evaluation cells done at this scale, 4 runs" in md
+        and "pending" not in md.split("## Table 6")[1].split("## Runs")[0]
     )
     expected = (
         "## Table 6",
@@ -485,7 +486,7 @@ def test_missing_cells_fall_back_to_a_reduced_scale(study, tmp_path):
     md = run_fission_study(half).read_text()  # trains nothing at scale 0.5: every cell comes from the tiny runs
     assert (
         "[REDUCED: reduced-s0.5]" in md
-        and "7 of 7 evaluation cells done" in md
+        and "0 of 7 evaluation cells done at this scale (7 more shown at `tiny`)" in md
         and "[tiny]" in md
         and "--fallback-scale tiny" in md
     )

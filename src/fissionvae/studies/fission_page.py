@@ -120,7 +120,8 @@ def write_page(
     """Draw the figures from the ledger and write ``<out>/mixed_mnist.md``, ``.html`` and the ledger; return the .md."""
     out, assets, scale = opts.out_dir, ledger.folder, opts.scale
     cells = Cells(outcomes, opts, ledger)
-    done = sum(o.done for o in outcomes.values())
+    done = sum(o.done and o.scale == scale for o in outcomes.values())
+    stand_ins = sum(o.done and o.scale != scale for o in outcomes.values())
     label = "the paper's scale" if not scale.reduced else f"REDUCED preset `{scale.label}`"
     title = f"FissionVAE on Mixed MNIST: {tables_title(plan)}" + (
         "" if not scale.reduced else f" [REDUCED: {scale.label}]"
@@ -147,8 +148,9 @@ def write_page(
     blocks += [
         (
             "p",
-            f"Written by `{opts.command()}` at {label}: {done} of {len(outcomes)} evaluation cells done, "
-            f"{len(plan.runs)} runs, from the ledger `{PAGE}/study.json`. Machine: {machine()}.",
+            f"Written by `{opts.command()}` at {label}: {done} of {len(outcomes)} evaluation cells done at this scale"
+            + (f" ({stand_ins} more shown at `{fallback.label}`)" if stand_ins and fallback else "")
+            + f", {len(plan.runs)} runs, from the ledger `{PAGE}/study.json`. Machine: {machine()}.",
         ),
         (
             "p",

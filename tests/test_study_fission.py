@@ -218,8 +218,8 @@ def _entry(fid: float, purity: float, interval: float | None = 1.0) -> dict:
     }
 
 
-def _claims(plan, entries: dict) -> dict[str, dict]:
-    noise = Noise(plan, lambda ev: entries.get(ev))
+def _claims(plan, entries: dict, scales: dict | None = None) -> dict[str, dict]:
+    noise = Noise(plan, lambda ev: entries.get(ev), lambda ev: (scales or {}).get(ev, "full"))
     return {r["claim"].split(":")[0]: r for r in check_claims(plan, lambda c: _cell(plan, c), noise)}
 
 
@@ -246,6 +246,14 @@ def test_claims_are_same_or_differs_only_beyond_the_measured_noise():
     assert _claims(plan, entries)["Figure 10"]["verdict"] == "inconclusive"
     del entries[swap]
     assert _claims(plan, entries)["Figure 10"]["verdict"] == "pending"
+    # a reduced-scale stand-in is never compared with a paper-scale cell, in a claim or as a seed pair
+    z1 = next(ev for ev in plan.evals if ev.result_name == "eval-z1")
+    mixed = _claims(plan, entries, {z1: "reduced-s0.05"})["Table 7"]
+    assert mixed["verdict"] == "pending" and mixed["ours"] == "50.00 vs 90.00 (1 pair across scales not compared)"
+    assert mixed["size"] == "paper 25 to 43%, ours 44%"
+    seed2 = [ev for ev in noise_runs if ev.run.seed is not None]
+    table7 = _claims(plan, entries, dict.fromkeys(seed2, "reduced-s0.05"))["Table 7"]
+    assert table7["noise"] == "not measured" and table7["verdict"] == "inconclusive"
     assert md_table(["a"], [["p(x|z1)"]]).splitlines()[-1] == "| p(x\\|z1) |"
 
 

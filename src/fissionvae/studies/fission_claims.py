@@ -10,7 +10,9 @@ each between two cells of the plan. Every cell's number carries a noise half-wid
   that whole difference as the half-width of one run's seed noise (about 1.4 times the standard
   deviation it estimates), the conservative reading of so few seeds.
 
-A number whose noise was not measured has an infinite half-width. Each ordering gets
+A number whose noise was not measured has an infinite half-width. Two cells are compared only at
+the same scale: a pair with one cell at a reduced scale (a ``--fallback-scale`` stand-in) and one
+at the page's keeps its claim ``pending``, and seed pairs count only at one scale. Each ordering gets
 :func:`fissionvae.evaluation.noise.ordering_verdict` (the one rule of every page); a claim is
 "same" when every ordering is "same", "differs" when any is "differs", otherwise
 "inconclusive", and "pending" while a cell is missing. The size of each claim is computed too:
@@ -119,8 +121,13 @@ def purity_noise(n: dict) -> float:
 class Noise:
     """The noise of each cell's numbers: sampling noise of the cell, and the seed noise of the study."""
 
-    def __init__(self, plan: Plan, entry_of: Callable[[EvalSpec], dict | None]):
-        self.entry_of = entry_of
+    def __init__(
+        self,
+        plan: Plan,
+        entry_of: Callable[[EvalSpec], dict | None],
+        scale_of: Callable[[EvalSpec], str] = lambda ev: "",
+    ):
+        self.entry_of, self.scale_of = entry_of, scale_of
         self.seed = {"fid": math.inf, "purity": math.inf}
         self.seed_pairs: list[tuple[str, float, float]] = []  # (model, FID seed 1, FID seed 2)
         spreads: dict[str, list[float]] = {"fid": [], "purity": []}
@@ -130,6 +137,8 @@ class Noise:
             for r in t.rows:
                 a, b = entry_of(r.evals["federated"]), entry_of(r.evals[SECOND_SEED])
                 if a is None or b is None or a["numbers"]["fid"] is None or b["numbers"]["fid"] is None:
+                    continue
+                if scale_of(r.evals["federated"]) != scale_of(r.evals[SECOND_SEED]):
                     continue
                 na, nb = a["numbers"], b["numbers"]
                 self.seed_pairs.append((r.label, na["fid"], nb["fid"]))
@@ -181,7 +190,7 @@ def check_claims(plan: Plan, cell_of: Callable[[Cell], EvalSpec | None], noise: 
         ours: list[tuple[float, float]] = []
         verdicts: list[str] = []
         noises: list[float] = []
-        pending = False
+        pending, mixed = False, 0
         for better, worse in c.pairs:
             specs = cell_of(better), cell_of(worse)
             paper = [paper_fid(plan, cell) for cell in (better, worse)]
@@ -191,11 +200,15 @@ def check_claims(plan: Plan, cell_of: Callable[[Cell], EvalSpec | None], noise: 
             if None in entries or any(c.metric == "fid" and e["numbers"]["fid"] is None for e in entries if e):
                 pending = True
                 continue
+            if len({noise.scale_of(s) for s in specs if s}) > 1:  # e.g. a paper-scale cell and a reduced stand-in
+                pending, mixed = True, mixed + 1
+                continue
             a, b = (noise.measured(e, c.metric, s.prior_swap) for e, s in zip(entries, specs, strict=True) if e and s)
             ours.append((a.value, b.value))
             noises.append(math.hypot(a.half_width, b.half_width))
             verdicts.append(ordering_verdict(a, b))
         shown = "; ".join(f"{_fmt(a, c.metric)} vs {_fmt(b, c.metric)}" for a, b in ours) or "-"
+        shown += f" ({mixed} pair{'s' if mixed > 1 else ''} across scales not compared)" if mixed else ""
         worst = max(noises, default=math.inf)
         out.append(
             {

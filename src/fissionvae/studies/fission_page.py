@@ -176,7 +176,11 @@ def write_page(
             f"`{verdict}`; rerunning the command includes it here._",
         )
     )
-    noise = Noise(plan, lambda ev: outcomes[ev].entry if ev in outcomes else None)
+    noise = Noise(
+        plan,
+        lambda ev: outcomes[ev].entry if ev in outcomes else None,
+        lambda ev: outcomes[ev].scale.label if ev in outcomes else "",
+    )
     claim_rows = check_claims(plan, lambda c: _cell(plan, c), noise)
     blocks += [
         (

@@ -1,4 +1,9 @@
-"""The run configuration's schema: one dataclass per section, with defaults and comments."""
+"""The run configuration's schema: one dataclass per section, with defaults and comments.
+
+A run's identity is a digest of its config (:func:`fissionvae.studies.common.config_digest`). A new
+key whose default computes what runs did before it existed goes into
+:data:`fissionvae.studies.common.LATER_DEFAULTS` too, or it changes every recorded run's identity.
+"""
 
 from __future__ import annotations
 

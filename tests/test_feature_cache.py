@@ -47,8 +47,14 @@ def test_chunks_are_saved_and_reused(tmp_path: Path) -> None:
     assert feats.shape == (10, 4) and first.calls == [0, 4, 8]
     np.testing.assert_allclose(feats[:, 0], _images().reshape(10, -1).mean(axis=1), rtol=1e-6)
     again = CountingExtractor()
-    np.testing.assert_array_equal(cached_features(_images(), again, tmp_path, KEY, chunk=CHUNK), feats)
-    assert again.calls == []  # every chunk read back, none recomputed
+    for lock in tmp_path.glob("*.lock"):
+        lock.unlink()
+    tmp_path.chmod(0o555)  # a read-only cache (root ignores the mode: no new lock file is what shows no lock was taken)
+    try:
+        np.testing.assert_array_equal(cached_features(_images(), again, tmp_path, KEY, chunk=CHUNK), feats)
+    finally:
+        tmp_path.chmod(0o755)
+    assert again.calls == [] and not list(tmp_path.glob("*.lock"))  # every chunk read back, none recomputed
 
 
 def _hold(path: Path):

@@ -62,8 +62,12 @@ def cached_features(
     ) as bar:
         busy = []
         for index, path in enumerate(paths):
+            if path.is_file():  # cached: read without a lock (a read-only cache stays readable)
+                parts[index] = np.load(path)
+                bar.update()
+                continue
             with chunk_claim(path, wait=False) as claimed:
-                if path.is_file():
+                if path.is_file():  # written by another process since the check above
                     parts[index] = np.load(path)
                 elif claimed:
                     parts[index] = compute(index)

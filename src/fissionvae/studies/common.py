@@ -61,8 +61,6 @@ def comparable(cfg: RunConfig) -> dict:
     out = cfg.to_dict()
     for section, key in IGNORED_KEYS:
         out[section].pop(key, None)
-    if out.get("privacy") == dataclasses.asdict(PrivacyConfig()):
-        del out["privacy"]  # runs made before the privacy section existed keep their identity
     _drop_later_defaults(out)
     return out
 
@@ -78,16 +76,20 @@ GAUSSIAN_KEYS = ("gaussian_std", "gaussian_std_init", "gaussian_std_lr")  # no e
 
 
 def _drop_later_defaults(out: dict) -> None:
-    def drop(section: dict | None, defaults: dict[str, object]) -> None:
-        for key, default in defaults.items():
-            if section is not None and key in section and section[key] == default:
-                del section[key]
+    """Remove from ``out`` (a config dict) what :data:`LATER_DEFAULTS` and the later sections leave out."""
 
+    def drop(section: object, defaults: dict[str, object]) -> None:
+        if isinstance(section, dict):
+            for key, default in defaults.items():
+                if key in section and section[key] == default:
+                    del section[key]
+
+    if out.get("privacy") == dataclasses.asdict(PrivacyConfig()):
+        del out["privacy"]  # a whole section added later: runs made before it keep their identity
     drop(out.get("federation"), LATER_DEFAULTS["federation"])
     model = out.get("model", {})
-    decoders = [model.get("decoder")] + [g.get("decoder") for g in out.get("data", {}).get("groups", [])]
-    for decoder in decoders:
-        drop(decoder if isinstance(decoder, dict) else None, LATER_DEFAULTS["decoder"])
+    for decoder in [model.get("decoder")] + [g.get("decoder") for g in out.get("data", {}).get("groups", [])]:
+        drop(decoder, LATER_DEFAULTS["decoder"])
     if model.get("likelihood") != "gaussian":
         for key in GAUSSIAN_KEYS:
             model.pop(key, None)

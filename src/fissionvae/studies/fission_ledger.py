@@ -114,6 +114,12 @@ def loss_series(metrics: list[dict], groups: list[str]) -> dict[str, list[list[f
     return {g: [[m["round"], m[f"test/{g}/neg_elbo"]] for m in rounds if f"test/{g}/neg_elbo" in m] for g in groups}
 
 
+def samples_per_second(run_entry: dict) -> float | None:
+    """A ledger run entry's training rate (sample passes over wall seconds), None before it has both."""
+    passes, wall = run_entry.get("passes"), run_entry.get("wall_seconds") or 0.0
+    return passes / wall if passes and wall > 0 else None
+
+
 _ENTRY_KEYS = ("format", "cells", "runs", "floor", "baselines")  # the rest of a ledger file is page metadata
 
 
@@ -184,9 +190,9 @@ class Ledger:
         """Samples/s of every finished run in the ledger, by mode (``federated``, ``centralized``)."""
         rates: dict[str, list[float]] = {}
         for entry in self.runs.values():
-            passes, wall = entry.get("passes"), entry.get("wall_seconds") or 0.0
-            if entry.get("state") == "finished" and passes and wall > 0:
-                rates.setdefault(str(entry.get("mode")), []).append(passes / wall)
+            rate = samples_per_second(entry)
+            if rate is not None and entry.get("state") == "finished":
+                rates.setdefault(str(entry.get("mode")), []).append(rate)
         return rates
 
     def record_cell(

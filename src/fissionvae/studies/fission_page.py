@@ -22,7 +22,7 @@ from typing import Any
 from fissionvae.io import atomic_write_text
 from fissionvae.studies.fission_claims import Noise, check_claims
 from fissionvae.studies.fission_figures import generation_figure, loss_figure, short
-from fissionvae.studies.fission_ledger import Ledger, Outcome
+from fissionvae.studies.fission_ledger import Ledger, Outcome, samples_per_second
 from fissionvae.studies.fission_notes import notes
 from fissionvae.studies.fission_options import PAGE, Scale, StudyOptions
 from fissionvae.studies.fission_plan import EvalSpec, Plan, TableSpec
@@ -85,7 +85,7 @@ def runs_rows(plan: Plan, outcomes: dict[EvalSpec, Outcome], ledger: Ledger) -> 
         totals["train_seconds"] += wall
         totals["passes"] += passes or 0
         totals["planned_passes"] += rec.get("planned_passes") or 0.0
-        rate = passes / wall if passes and wall > 0 else None
+        rate = samples_per_second(rec)
         if rate is not None and rec["state"] == "finished":
             rates[rec.get("mode", cfg.mode)].append(rate)
         folder = Path(rec.get("run_folder") or cfg.name).name

@@ -2,23 +2,26 @@
 
 A study is a list of :class:`Job` s (train a run, evaluate a cell) with dependencies (an
 evaluation waits for its run's training). A job that uses every core by itself (a federated run
-with the engine's worker pool) runs alone, in this process. A job that uses one core (a
-centralised run, an evaluation) runs in a pool of ``cores`` single-threaded worker processes, so
-two of them run side by side: two centralised runs, or an evaluation beside a training run.
+with the engine's worker pool) runs in this process, on a thread of its own. A job that uses one
+core (a centralised run, an evaluation) runs in a pool of ``cores`` single-threaded worker
+processes, so two of them run side by side: two centralised runs, or an evaluation beside a
+training run.
 
-Jobs are started in list order as soon as their dependencies are done and enough cores are free;
-a job that needs every core waits until the pool is idle (it is never overtaken for long: while
-it waits, no new job starts). Each one-core job runs with one torch thread whether it runs
-beside another or alone (``cores=1`` runs everything one after another in the same worker
-process, and a job that needs every core still runs here alone), so a scheduled study gives the
-same numbers, bit for bit, as a serial one.
+Jobs are started in list order as soon as their dependencies are done and a core is free. An
+all-core job starts as soon as one core is free: it shares the CPU with the one-core jobs still
+running until they end (the CPU stays busy; waiting for the pool to drain left a core idle for
+as long as the last evaluation took, up to 40 minutes per federated run at the paper's scale),
+and no new job starts until it is done, so it is never overtaken. Each one-core job runs with
+one torch thread whether it runs beside another or alone (``cores=1`` runs everything one after
+another, an all-core job only once nothing else runs), so a scheduled study gives the same
+numbers, bit for bit, as a serial one; only wall times depend on what ran alongside.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,17 +66,12 @@ def run_jobs(
     dropped: set[str] = set()
     running: dict[Future, Job] = {}
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=cores, mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=cores, mp_context=context) as pool, ThreadPoolExecutor(1) as here:
         while waiting or running:
             for job in [j for j in waiting if any(a in dropped for a in j.after)]:
                 waiting.remove(job)
                 dropped.add(job.key)
-            started = _start_ready(waiting, running, done, pool, run, cores)
-            if started is not None:  # a job that needs every core: run it here, alone
-                waiting.remove(started)
-                ran.append(started.key)
-                (done if on_done(started, run(started.payload)) else dropped).add(started.key)
-                continue
+            _start_ready(waiting, running, done, pool, here, run, cores)
             if not running:
                 if waiting:  # nothing runs and nothing can start: a dependency that is not in the list
                     raise ValueError(f"job {waiting[0].key} waits for {waiting[0].after}, which never run")
@@ -90,18 +88,23 @@ def _start_ready(
     waiting: list[Job],
     running: dict[Future, Job],
     done: set[str],
-    pool: ProcessPoolExecutor,
+    pool: Executor,
+    here: Executor,
     run: Callable[[Any], Any],
     cores: int,
-) -> Job | None:
-    """Submit the ready one-core jobs that fit; return a ready all-core job once the pool is idle."""
+) -> None:
+    """Start the ready jobs, in list order, while a core is free and no all-core job runs.
+
+    ``pool`` runs one-core jobs in single-threaded workers, ``here`` an all-core job on a thread of
+    this process (with ``cores == 1`` too: one job at a time either way).
+    """
     for job in list(waiting):
+        if len(running) >= cores or any(j.cores > 1 for j in running.values()):
+            return
         if not all(a in done for a in job.after):
             continue
-        if job.cores > 1:
-            return job if not running else None  # wait for the pool to drain; start nothing new meanwhile
-        if len(running) >= cores:
-            return None
         waiting.remove(job)
-        running[pool.submit(_single_threaded, run, job.payload)] = job
-    return None
+        if job.cores > 1:
+            running[here.submit(run, job.payload)] = job
+        else:
+            running[pool.submit(_single_threaded, run, job.payload)] = job

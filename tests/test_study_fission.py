@@ -509,7 +509,42 @@ def test_describe_plan_counts_finished_runs(study):
     # hours at what this machine measured: the median samples/s of the ledger's finished runs per mode
     ledger = Ledger.load(opts.ledger_path)
     fed = float(np.median(ledger.training_rates()["federated"]))
-    assert f"federated {fed:,.0f} (the ledger's median)" in text
+    assert f"federated {fed:,.0f} (the ledger's median, this CPU)" in text
+
+
+def test_rates_are_per_cpu_in_the_plan_and_on_the_page(study, tmp_path):
+    """A ledger carried between machines: --plan prices runs at this CPU's rates; the page names each run's CPU."""
+    import dataclasses
+    import shutil
+
+    from fissionvae.studies.fission_ledger import cpu_model, samples_per_second
+    from fissionvae.studies.fission_page import rates_sentence, runs_rows
+
+    _, opts, _ = study
+    shutil.copytree(opts.out, tmp_path / "page")
+    opts = dataclasses.replace(opts, out=tmp_path / "page")
+    data = json.loads(opts.ledger_path.read_text())
+    fed = sorted(k for k, r in data["runs"].items() if r["mode"] == "federated")
+    assert len(fed) >= 2
+    for name in fed[1:]:
+        data["runs"][name]["cpu"] = "Other CPU"
+    opts.ledger_path.write_text(json.dumps(data))
+    here = samples_per_second(data["runs"][fed[0]])
+    assert f"federated {here:,.0f} (the ledger's median, this CPU)" in describe_plan(opts)
+    for name in data["runs"]:
+        data["runs"][name]["cpu"] = "Other CPU"
+    opts.ledger_path.write_text(json.dumps(data))
+    assert "(the ledger's median, other CPUs)" in describe_plan(opts)
+    data["runs"][fed[0]]["cpu"] = cpu_model()
+    opts.ledger_path.write_text(json.dumps(data))
+    s = Study(opts)
+    rows, totals = runs_rows(s.plan, s.outcomes(), s.ledger)
+    assert sorted(totals["rates"]) == sorted({cpu_model(), "Other CPU"})
+    sentence = rates_sentence(totals)
+    assert f"on {cpu_model()}: federated runs {here:,.0f}-{here:,.0f} samples/s" in sentence
+    assert "on Other CPU:" in sentence
+    cpus = [r[-1] for r in rows]
+    assert any(c.startswith(cpu_model()) for c in cpus) and any(c.startswith("Other CPU; eval ") for c in cpus)
 
 
 def test_the_ledger_alone_makes_the_page_when_the_run_folders_are_gone(study, tmp_path):

@@ -38,7 +38,7 @@ from fissionvae.studies.common import (
     matching_runs,
     read_status,
 )
-from fissionvae.studies.fission_ledger import Ledger, Outcome, numbers
+from fissionvae.studies.fission_ledger import Ledger, Outcome, cpu_model, numbers
 from fissionvae.studies.fission_options import (
     PAPER_EVAL_IMAGES,
     Scale,
@@ -318,12 +318,14 @@ def run_fission_study(opts: StudyOptions) -> Path:
 def describe_plan(opts: StudyOptions, samples_per_second: float = 5000.0) -> str:
     """A text table of the plan: each run, its tables, state, planned sample passes and training time left.
 
-    A run's time is at the median samples/s of the ledger's finished runs of its mode (what this
-    machine measured, load included), else at ``samples_per_second``.
+    A run's time is at the median samples/s of the ledger's finished runs of its mode trained on
+    this CPU model (load included), else on any CPU, else at ``samples_per_second``.
     """
     study = Study(opts)
     plan = study.work
-    measured = {mode: float(np.median(rates)) for mode, rates in study.ledger.training_rates().items()}
+    measured = {mode: float(np.median(r)) for mode, r in study.ledger.training_rates().items()}
+    here = {mode: float(np.median(r)) for mode, r in study.ledger.training_rates(cpu_model()).items()}
+    measured.update(here)
     lines = [f"{'run':<44} {'tables':<12} {'state':<22} {'sample passes':>14} {'hours':>6}"]
     total, total_hours, n_eval = 0.0, 0.0, 0
     for spec in plan.runs:
@@ -345,7 +347,11 @@ def describe_plan(opts: StudyOptions, samples_per_second: float = 5000.0) -> str
         lines.append(f"{cfg.name:<44} {','.join(plan.tables_of(spec)):<12} {state:<22} {passes:>14,.0f} {hours:>6.2f}")
     rates = ", ".join(
         f"{'federated' if mode == 'federated' else 'centralised'} "
-        + (f"{measured[mode]:,.0f} (the ledger's median)" if mode in measured else f"{samples_per_second:,.0f}")
+        + (
+            f"{measured[mode]:,.0f} (the ledger's median{', this CPU' if mode in here else ', other CPUs'})"
+            if mode in measured
+            else f"{samples_per_second:,.0f}"
+        )
         for mode in ("federated", "centralized")
     )
     lines.append(

@@ -186,14 +186,21 @@ class Ledger:
         entry = self.runs.get(cfg.name)
         return entry if entry is not None and entry.get("config_sha256") == config_digest(cfg) else None
 
-    def training_rates(self) -> dict[str, list[float]]:
-        """Samples/s of every finished run in the ledger, by mode (``federated``, ``centralized``)."""
+    def training_rates(self, cpu: str | None = None) -> dict[str, list[float]]:
+        """Samples/s of the ledger's finished runs by mode (``federated``, ``centralized``); only the
+        runs trained on ``cpu`` (a :func:`cpu_model` name) when given."""
         rates: dict[str, list[float]] = {}
         for entry in self.runs.values():
             rate = samples_per_second(entry)
+            if cpu is not None and entry.get("cpu") != cpu:
+                continue
             if rate is not None and entry.get("state") == "finished":
                 rates.setdefault(str(entry.get("mode")), []).append(rate)
         return rates
+
+    def cpus(self) -> list[str]:
+        """The CPUs that trained the ledger's runs."""
+        return sorted({str(e["cpu"]) for e in self.runs.values() if e.get("cpu")})
 
     def record_cell(
         self, key: str, cfg: RunConfig, eopts: EvalOptions, result: dict, run_folder: str, grids: dict[str, str]

@@ -67,7 +67,6 @@ def runs_rows(plan: Plan, outcomes: dict[EvalSpec, Outcome], ledger: Ledger) -> 
     """One row per run (from the ledger, or its folder while it trains) and the totals, rates included."""
     rows: list[list[str]] = []
     totals: dict[str, Any] = {"train_seconds": 0.0, "eval_seconds": 0.0, "passes": 0, "planned_passes": 0.0}
-    rates: dict[str, list[float]] = {"federated": [], "centralized": []}
     for spec in plan.runs:
         evs = [o for o in outcomes.values() if o.spec.run == spec and o.scale == outcomes[o.spec].scale]
         cfg = evs[0].cfg
@@ -79,15 +78,13 @@ def runs_rows(plan: Plan, outcomes: dict[EvalSpec, Outcome], ledger: Ledger) -> 
         if rec is None:
             st = evs[0].status
             state = "not started" if st is None else f"{st.get('state')} {st.get('rounds_done', 0)}/?"
-            rows.append([f"`{cfg.name}`", tables, state, "-", "-", "-", f"{eval_s / 60:.1f}", done])
+            rows.append([f"`{cfg.name}`", tables, state, "-", "-", "-", f"{eval_s / 60:.1f}", done, _cpus(None, evs)])
             continue
         wall, passes = rec["wall_seconds"], rec.get("passes")
         totals["train_seconds"] += wall
         totals["passes"] += passes or 0
         totals["planned_passes"] += rec.get("planned_passes") or 0.0
         rate = samples_per_second(rec)
-        if rate is not None and rec["state"] == "finished":
-            rates[rec.get("mode", cfg.mode)].append(rate)
         folder = Path(rec.get("run_folder") or cfg.name).name
         rows.append(
             [
@@ -99,19 +96,34 @@ def runs_rows(plan: Plan, outcomes: dict[EvalSpec, Outcome], ledger: Ledger) -> 
                 "-" if rate is None else f"{rate:,.0f}",
                 f"{eval_s / 60:.1f}",
                 done,
+                _cpus(rec, evs),
             ]
         )
-    totals["rates"] = {m: [min(v), max(v)] for m, v in rates.items() if v}
+    totals["rates"] = {
+        cpu: {m: [min(v), max(v)] for m, v in ledger.training_rates(cpu).items()} for cpu in ledger.cpus()
+    }
     return rows, totals
 
 
+def _cpus(rec: dict | None, evs: list[Outcome]) -> str:
+    """The CPU that trained a run and the one(s) that evaluated it: 'AMD EPYC', or 'AMD EPYC; eval Intel ...'."""
+    train = (rec or {}).get("cpu")
+    evals = sorted({o.entry["cpu"] for o in evs if o.entry and o.entry.get("cpu")} - {train})
+    return "; ".join([train or "-"] + [f"eval {c}" for c in evals]) if train or evals else "-"
+
+
 def rates_sentence(totals: dict) -> str:
-    """'federated runs 5,400-9,300 samples/s, centralised ...', computed from every finished run in the ledger."""
-    parts = [
-        f"{'federated' if m == 'federated' else 'centralised'} runs {lo:,.0f}-{hi:,.0f} samples/s"
-        for m, (lo, hi) in totals.get("rates", {}).items()
+    """'On AMD EPYC: federated runs 5,400-9,300 samples/s, ...': every finished run of the ledger, per CPU."""
+    per_cpu = [
+        f"on {cpu}: "
+        + ", ".join(
+            f"{'federated' if m == 'federated' else 'centralised'} runs {lo:,.0f}-{hi:,.0f} samples/s"
+            for m, (lo, hi) in sorted(modes.items(), reverse=True)
+        )
+        for cpu, modes in totals.get("rates", {}).items()
+        if modes
     ]
-    return ("Training rates (every finished run of the ledger): " + ", ".join(parts) + ".") if parts else ""
+    return ("Training rates (every finished run of the ledger) " + "; ".join(per_cpu) + ".") if per_cpu else ""
 
 
 def write_page(
@@ -150,7 +162,8 @@ def write_page(
             "p",
             f"Written by `{opts.command()}` at {label}: {done} of {len(outcomes)} evaluation cells done at this scale"
             + (f" ({stand_ins} more shown at `{fallback.label}`)" if stand_ins and fallback else "")
-            + f", {len(plan.runs)} runs, from the ledger `{PAGE}/study.json`. Machine: {machine()}.",
+            + f", {len(plan.runs)} runs, from the ledger `{PAGE}/study.json`. Written on: {machine()}; the Runs "
+            "table says which CPU trained and evaluated each run (wall times and rates depend on it).",
         ),
         (
             "p",
@@ -208,7 +221,7 @@ def write_page(
     run_headers = ["run folder", "tables", "state (rounds)", "sample passes done / expected", "train wall, min"]
     blocks += [
         ("h", 2, "Runs"),
-        ("table", [*run_headers, "samples/s", "eval wall, min", "evaluations"], rows),
+        ("table", [*run_headers, "samples/s", "eval wall, min", "evaluations", "CPU"], rows),
         (
             "p",
             f"Totals: {totals['passes']:,} of {totals['planned_passes']:,.0f} expected sample passes; training "

@@ -14,23 +14,34 @@ from fissionvae.studies.fission_plan import EvalSpec, Plan, Row, RunSpec, TableS
 from fissionvae.studies.schedule import Job, run_jobs
 
 
-def stamp(payload: tuple[str, str, float]) -> dict:
-    """A fake job: sleeps, records its start and end time and process; fails when asked to."""
-    folder, name, seconds = payload
+def stamp(payload: tuple) -> dict:
+    """A fake job: (folder, name, seconds[, wait_for]).
+
+    It touches ``<name>.started``, waits (up to 20 s) until the file ``wait_for`` exists when one is
+    given, sleeps ``seconds``, and records its start and end time, process and whether the file
+    came; the job named "boom" fails.
+    """
+    folder, name, seconds, *rest = payload
+    Path(folder, f"{name}.started").touch()
     if name == "boom":
         raise RuntimeError("job boom failed")
-    start = time.time()
+    start, found = time.time(), None
+    if rest:
+        deadline = start + 20.0
+        while not Path(folder, rest[0]).exists() and time.time() < deadline:
+            time.sleep(0.02)
+        found = Path(folder, rest[0]).exists()
     time.sleep(seconds)
-    record = {"name": name, "start": start, "end": time.time(), "pid": os.getpid()}
+    record = {"name": name, "start": start, "end": time.time(), "pid": os.getpid(), "found": found}
     Path(folder, f"{name}.json").write_text(json.dumps(record))
     return record
 
 
 def test_one_core_jobs_run_two_at_a_time_and_an_all_core_job_takes_the_first_free_core(tmp_path):
     jobs = [
-        Job("a", 1, (str(tmp_path), "a", 2.0)),
+        Job("a", 1, (str(tmp_path), "a", 0.0, "fed.started")),  # ends only once fed has started
         Job("b", 1, (str(tmp_path), "b", 0.3)),
-        Job("fed", 2, (str(tmp_path), "fed", 2.5)),
+        Job("fed", 2, (str(tmp_path), "fed", 0.0, "a.recorded")),  # ends only once a's result is recorded
         Job("eval-fed", 1, (str(tmp_path), "eval-fed", 0.1), after=("fed",)),
         Job("c", 1, (str(tmp_path), "c", 0.1)),
         Job("stopped", 1, (str(tmp_path), "stopped", 0.1)),
@@ -40,18 +51,19 @@ def test_one_core_jobs_run_two_at_a_time_and_an_all_core_job_takes_the_first_fre
 
     def on_done(job: Job, result: dict) -> bool:
         seen.append(job.key)
+        (tmp_path / f"{job.key}.recorded").touch()
         return job.key != "stopped"  # e.g. a run that stopped before its last round: its evaluation is skipped
 
     ran = run_jobs(jobs, stamp, on_done, cores=2)
     rec = {p.stem: json.loads(p.read_text()) for p in tmp_path.glob("*.json")}
     assert sorted(ran) == sorted(seen) == ["a", "b", "c", "eval-fed", "fed", "stopped"] and "after-stopped" not in rec
-    assert rec["a"]["start"] < rec["b"]["end"] and rec["b"]["start"] < rec["a"]["end"]  # side by side
+    assert rec["b"]["start"] < rec["a"]["end"]  # side by side
     assert rec["fed"]["pid"] == os.getpid() and rec["a"]["pid"] != os.getpid()  # all-core job here, others in workers
-    # the all-core job waits for a free core, then starts beside the one-core job still running (no idle core) ...
-    assert rec["b"]["end"] <= rec["fed"]["start"] < rec["a"]["end"]
-    # ... and nothing new starts until it is done: later jobs, and its own evaluation after it
+    # the all-core job waits for a free core (b's), then starts beside the one-core job still running (a) ...
+    assert rec["a"]["found"] and rec["b"]["end"] <= rec["fed"]["start"] < rec["a"]["end"]
+    # ... a's result is recorded while it runs, and nothing new starts until it is done
+    assert rec["fed"]["found"] and seen.index("a") < seen.index("fed")
     assert all(rec[k]["start"] >= rec["fed"]["end"] for k in ("eval-fed", "c", "stopped"))
-    assert seen.index("b") < seen.index("a") < seen.index("fed")  # a ends while fed runs: its result is handled then
 
 
 def test_serial_runs_one_job_at_a_time_and_errors_reach_the_caller(tmp_path):
@@ -65,6 +77,25 @@ def test_serial_runs_one_job_at_a_time_and_errors_reach_the_caller(tmp_path):
         run_jobs([Job("x", 1, (str(tmp_path), "x", 0.0), after=("missing",))], stamp, lambda job, result: True)
     with pytest.raises(ValueError, match="--jobs 0"):
         run_jobs([], stamp, lambda job, result: True, cores=0)
+
+
+def test_a_failed_job_is_reported_at_once_and_the_running_ones_finish_into_on_done(tmp_path, capfd):
+    jobs = [
+        Job("long", 1, (str(tmp_path), "long", 1.0, "boom.started")),
+        Job("boom", 1, (str(tmp_path), "boom", 0.0)),
+        Job("later", 1, (str(tmp_path), "later", 0.1)),
+    ]
+    seen = {}
+
+    def on_done(job: Job, result: dict) -> bool:
+        seen[job.key] = capfd.readouterr().err  # what stderr said before this job's result arrived
+        return True
+
+    with pytest.raises(RuntimeError, match="job boom failed"):
+        run_jobs(jobs, stamp, on_done, cores=2)
+    assert list(seen) == ["long"]  # recorded as usual; "later" never started
+    assert "job boom failed: job boom failed; no new job starts, 1 running finish first" in seen["long"]
+    assert not (tmp_path / "later.json").exists()
 
 
 def _two_centralised_runs(tables=None) -> Plan:

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from fissionvae.api import load_run
 from fissionvae.data.federated import GroupData, load_groups
 from fissionvae.evaluation.evaluate import EvalOptions, generate
+from fissionvae.evaluation.inception import resolve_inception_path
 from fissionvae.io import atomic_write_json, atomic_write_text
 from fissionvae.models.vae import FissionVAE
 from fissionvae.studies.common import ensure_evaluated, ensure_trained, load_study_config
@@ -157,6 +158,8 @@ def run_dugdale_study(
     p, runs_dir = PRESETS[name], Path(runs_dir)
     out = Path(out_dir) if out_dir is not None else runs_dir / f"study-dugdale-{name}"
     opts = _eval_options(p, num_samples, iw_samples, data_dir, progress, device)
+    if opts.fid:
+        resolve_inception_path(opts.inception)  # missing: say so now, not after the training
     with tqdm(total=5, desc="dugdale study", unit="step", disable=not progress) as bar:
         runs = train_and_evaluate(p, Path(configs_dir) if configs_dir else CONFIGS_DIR, runs_dir, data_dir, opts, bar)
         bar.set_postfix_str("figures")

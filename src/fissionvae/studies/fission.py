@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from fissionvae.config import RunConfig
 from fissionvae.evaluation.evaluate import EvalOptions, evaluate_run
 from fissionvae.evaluation.floor_eval import floor_entry
+from fissionvae.evaluation.inception import resolve_inception_path
 from fissionvae.evaluation.runtimes import resolve_runtime
 from fissionvae.runs import RunDir
 from fissionvae.studies.common import (
@@ -302,6 +303,8 @@ def run_fission_study(opts: StudyOptions) -> Path:
     def page(s: Study) -> Path:
         return write_page(s.plan, s.outcomes(), s.ledger, opts, time.perf_counter() - start)
 
+    if opts.evaluate and opts.fid and any(job.key.startswith("eval ") for job in jobs):
+        resolve_inception_path(opts.inception)  # missing: say so now, not after hours of training
     study.record_baselines()
     if opts.evaluate:
         study.ensure_floor()  # cheap (the test statistics only if already cached): the page has it from now on

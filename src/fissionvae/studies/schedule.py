@@ -20,6 +20,7 @@ numbers, bit for bit, as a serial one; only wall times depend on what ran alongs
 from __future__ import annotations
 
 import multiprocessing
+import sys
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -54,7 +55,9 @@ def run_jobs(
     ``run`` must be a module-level function (it is pickled to the workers). ``on_done`` returns
     False when the jobs that wait for this one must not run (e.g. a run stopped before its end):
     they, and whatever waits for them, are skipped. Returns the keys of the jobs that ran.
-    An exception in a job is raised here once the jobs already running have finished.
+    When a job raises, no new job starts, the failure is printed to stderr at once (a training
+    run beside it may take another hour), the jobs already running finish and go through
+    ``on_done`` as usual, and then the first exception is raised here.
     """
     if cores < 1:
         raise ValueError(f"--jobs {cores}: must be >= 1")
@@ -65,22 +68,39 @@ def run_jobs(
     done: set[str] = set()
     dropped: set[str] = set()
     running: dict[Future, Job] = {}
+    failure: BaseException | None = None
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=cores, mp_context=context) as pool, ThreadPoolExecutor(1) as here:
         while waiting or running:
             for job in [j for j in waiting if any(a in dropped for a in j.after)]:
                 waiting.remove(job)
                 dropped.add(job.key)
-            _start_ready(waiting, running, done, pool, here, run, cores)
+            if failure is None:
+                _start_ready(waiting, running, done, pool, here, run, cores)
             if not running:
+                if failure is not None:
+                    break
                 if waiting:  # nothing runs and nothing can start: a dependency that is not in the list
                     raise ValueError(f"job {waiting[0].key} waits for {waiting[0].after}, which never run")
                 break
             finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
             for future in finished:
                 job = running.pop(future)
+                error = future.exception()
+                if error is not None:
+                    dropped.add(job.key)
+                    if failure is None:
+                        failure = error
+                        print(
+                            f"job {job.key} failed: {error}; no new job starts, {len(running)} running finish first",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                    continue
                 ran.append(job.key)
                 (done if on_done(job, future.result()) else dropped).add(job.key)
+    if failure is not None:
+        raise failure
     return ran
 
 

@@ -512,6 +512,39 @@ def test_describe_plan_counts_finished_runs(study):
     assert f"federated {fed:,.0f} (the ledger's median, this CPU)" in text
 
 
+def test_plan_prices_evaluations_at_the_ledgers_measured_wall_times(study, tmp_path):
+    """--plan prices an evaluation at the median wall time of the ledger's evaluations of as many generated
+    images, this CPU's first; the benchmark's FID rate only where the ledger has none."""
+    import dataclasses
+    import shutil
+
+    from fissionvae.studies.fission_ledger import cpu_model
+
+    _, opts, _ = study
+    shutil.copytree(opts.out, tmp_path / "page")
+    opts = dataclasses.replace(opts, out=tmp_path / "page", fid=True)  # FID cells are not in the ledger: all left
+    data = json.loads(opts.ledger_path.read_text())
+    cells = list(data["cells"].values())
+    assert len(cells) == 7 and all(c["cpu"] == cpu_model() for c in cells)
+    for i, cell in enumerate(cells):
+        cell["numbers"]["eval_seconds"] = 60.0 * (i + 1)  # 1..7 min
+    for cell in cells[:2]:
+        cell["cpu"], cell["numbers"]["eval_seconds"] = "Other CPU", 6000.0
+    opts.ledger_path.write_text(json.dumps(data))
+    gen = cells[0]["numbers"]["generated"]
+    line = f"7 evaluations left x {gen:,} generated images: 0.6 h of one CPU core at 5 min each"
+    assert f"{line} (the ledger's median, this CPU)" in describe_plan(opts)  # 3..7 min here
+    for cell in cells:
+        cell["cpu"] = "Other CPU"
+    opts.ledger_path.write_text(json.dumps(data))
+    assert "at 6 min each (the ledger's median, other CPUs)" in describe_plan(opts)  # 3..7 min and 100 min twice
+    for cell in cells:
+        cell["numbers"]["generated"] = 20000  # evaluations of another size do not price this one
+    opts.ledger_path.write_text(json.dumps(data))
+    last = describe_plan(opts).splitlines()[-1]
+    assert "images/s with" in last and "the ledger's median" not in last
+
+
 def test_rates_are_per_cpu_in_the_plan_and_on_the_page(study, tmp_path):
     """A ledger carried between machines: --plan prices runs at this CPU's rates; the page names each run's CPU."""
     import dataclasses

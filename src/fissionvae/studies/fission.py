@@ -361,14 +361,28 @@ def describe_plan(opts: StudyOptions, samples_per_second: float = 5000.0) -> str
         f"{len(plan.runs)} runs; training left: {total:,.0f} sample passes = {total_hours:.1f} h at {rates} samples/s"
     )
     gen = opts.num_samples or opts.scale.num_samples() or PAPER_EVAL_IMAGES
-    fid_images = n_eval * gen
+    lines.append(_evaluation_line(study.ledger, opts, n_eval, gen))
+    return "\n".join(lines)
+
+
+def _evaluation_line(ledger: Ledger, opts: StudyOptions, n_eval: int, gen: int) -> str:
+    """The plan's evaluation time: at the median wall time of the ledger's evaluations of ``gen``
+    generated images on this CPU model, else on any CPU, else at the benchmark's FID rate."""
+    if not opts.fid:
+        return f"{n_eval} evaluations left, no FID"
+    head = f"{n_eval} evaluations left x {gen:,} generated images"
+    here, anywhere = ledger.evaluation_seconds(gen, cpu_model()), ledger.evaluation_seconds(gen)
+    if anywhere:
+        seconds = float(np.median(here or anywhere))
+        where = "this CPU" if here else "other CPUs"
+        return (
+            f"{head}: {n_eval * seconds / 3600:.1f} h of one CPU core at {seconds / 60:.0f} min each "
+            f"(the ledger's median, {where}); --jobs 2 runs two at once"
+        )
     runtime = resolve_runtime("auto", opts.device or "cpu")
     rate = FID_IMAGES_PER_CPU_SECOND[runtime]
-    lines.append(
-        f"{n_eval} evaluations left x {gen:,} generated images = {fid_images:,} images through the FID Inception: "
-        f"{fid_images / rate / 3600:.1f} h of one CPU core at {rate:g} images/s with {runtime} "
+    return (
+        f"{head} = {n_eval * gen:,} images through the FID Inception: "
+        f"{n_eval * gen / rate / 3600:.1f} h of one CPU core at {rate:g} images/s with {runtime} "
         f"(docs/benchmarks.md); --jobs 2 runs two at once"
-        if opts.fid
-        else f"{n_eval} evaluations left, no FID"
     )
-    return "\n".join(lines)

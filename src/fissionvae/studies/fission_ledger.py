@@ -198,6 +198,18 @@ class Ledger:
                 rates.setdefault(str(entry.get("mode")), []).append(rate)
         return rates
 
+    def evaluation_seconds(self, generated: int, cpu: str | None = None) -> list[float]:
+        """Wall seconds of the ledger's evaluations that generated ``generated`` images; only those
+        run on ``cpu`` (a :func:`cpu_model` name) when given."""
+        seconds = []
+        for entry in self.cells.values():
+            nums = entry.get("numbers") or {}
+            if nums.get("generated") != generated or not nums.get("eval_seconds"):
+                continue
+            if cpu is None or entry.get("cpu") == cpu:
+                seconds.append(float(nums["eval_seconds"]))
+        return seconds
+
     def cpus(self) -> list[str]:
         """The CPUs that trained the ledger's runs."""
         return sorted({str(e["cpu"]) for e in self.runs.values() if e.get("cpu")})

@@ -8,6 +8,7 @@ Built from the ledger (:mod:`fissionvae.studies.fission_ledger`) and the study's
   complete at the paper's scale the exact command that completes it;
 * the paper's claims with noise-aware verdicts and computed sizes (:mod:`fissionvae.studies.fission_claims`);
 * a verdict section: the text of ``<out>/mixed_mnist/verdict.md`` when that file exists;
+* how each federated round's participants move the test loss (:mod:`fissionvae.studies.fission_participation`);
 * the runs (rounds, sample passes, wall times, samples/s with their range computed from the
   ledger), figures (:mod:`fissionvae.studies.fission_figures`) and how the numbers were made.
 """
@@ -25,6 +26,7 @@ from fissionvae.studies.fission_figures import generation_figure, loss_figure, s
 from fissionvae.studies.fission_ledger import Ledger, Outcome, samples_per_second
 from fissionvae.studies.fission_notes import notes
 from fissionvae.studies.fission_options import PAGE, Scale, StudyOptions
+from fissionvae.studies.fission_participation import participation_blocks
 from fissionvae.studies.fission_plan import EvalSpec, Plan, TableSpec
 from fissionvae.studies.fission_tables import Cells, table_blocks
 from fissionvae.studies.page_render import Block, machine, render_html, render_md
@@ -217,6 +219,7 @@ def write_page(
         extra = completion(t, outcomes, opts)
         blocks += section + ([extra] if extra else [])
         blocks += figure_blocks(t, outcomes, ledger, assets, figures)
+    blocks += participation_blocks(outcomes, ledger, assets, figures)
     rows, totals = runs_rows(plan, outcomes, ledger)
     run_headers = ["run folder", "tables", "state (rounds)", "sample passes done / expected", "train wall, min"]
     blocks += [

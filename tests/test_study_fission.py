@@ -615,6 +615,15 @@ def test_shown_tables_come_from_the_ledger_and_are_never_trained(study, tmp_path
     assert "## Table 6" not in run_fission_study(alone).read_text()
 
 
+def test_the_noise_runs_start_first(tmp_path):
+    """Every FID verdict waits for the seed noise, so the noise table's runs are trained before the others."""
+    opts = StudyOptions(tables=("3", "noise"), scale=Scale(tiny=True), runs_dir=tmp_path / "r", out=tmp_path / "o")
+    trains = [job.key for job in Study(opts).jobs() if job.key.startswith("train ")]
+    noise = ["fedvae/federated", "fission_ld/federated", "fedvae/federated/seed1", "fission_ld/federated/seed1"]
+    assert trains[:4] == [f"train {k}" for k in noise] and len(trains) == 12
+    assert trains[4:] == [f"train {s.key}" for s in make_plan(["3"]).runs if s.key not in noise]
+
+
 def test_an_evaluation_on_another_test_subset_is_not_reused(study):
     """--test-size changes what FID and NLL are measured against, so it is part of an evaluation's identity."""
     import dataclasses

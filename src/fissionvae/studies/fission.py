@@ -50,7 +50,7 @@ from fissionvae.studies.fission_options import (
     resolve_config,
 )
 from fissionvae.studies.fission_page import write_page
-from fissionvae.studies.fission_plan import EvalSpec, Plan, make_plan
+from fissionvae.studies.fission_plan import EvalSpec, Plan, RunSpec, make_plan
 from fissionvae.studies.fission_tables import baseline_entries
 from fissionvae.studies.schedule import Job, run_jobs
 
@@ -192,7 +192,7 @@ class Study:
     def jobs(self) -> list[Job]:
         """Train jobs for unfinished runs (within ``max_runs``), eval jobs for cells not in the ledger."""
         opts, jobs, started = self.opts, [], 0
-        for spec in self.work.runs:
+        for spec in self.job_order():
             todo = [ev for ev in self.work.evals_of(spec) if self.outcome(ev).entry is None]
             if not todo:
                 continue  # every cell of the run is in the ledger: nothing to train or evaluate
@@ -217,6 +217,11 @@ class Study:
                 stem = cell_key(ev, opts.scale).replace("/", "_")
                 jobs.append(Job(f"eval {ev.key}", 1, EvalJob(cfg, opts.runs_dir, eopts, self.grids_dir, stem), after))
         return jobs
+
+    def job_order(self) -> list[RunSpec]:
+        """The runs in the order their jobs start: those of the noise table first (until the seed noise is
+        measured no FID claim can be decided), then plan order. The order changes no number."""
+        return sorted(self.work.runs, key=lambda spec: "noise" not in self.work.tables_of(spec))
 
     def record_existing(self, ev: EvalSpec) -> None:
         """(--no-eval) An evaluation that already exists in the run folder goes into the ledger; nothing is computed."""

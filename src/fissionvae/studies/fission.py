@@ -324,7 +324,8 @@ def run_fission_study(opts: StudyOptions) -> Path:
 
 
 def describe_plan(opts: StudyOptions, samples_per_second: float = 5000.0) -> str:
-    """A text table of the plan: each run, its tables, state, planned sample passes and training time left.
+    """A text table of the plan, in the order the jobs start: each run, its tables, state, planned sample passes
+    and training time left.
 
     A run's time is at the median samples/s of the ledger's finished runs of its mode trained on
     this CPU model (load included), else on any CPU, else at ``samples_per_second``.
@@ -336,7 +337,7 @@ def describe_plan(opts: StudyOptions, samples_per_second: float = 5000.0) -> str
     measured.update(here)
     lines = [f"{'run':<44} {'tables':<12} {'state':<22} {'sample passes':>14} {'hours':>6}"]
     total, total_hours, n_eval = 0.0, 0.0, 0
-    for spec in plan.runs:
+    for spec in study.job_order():  # the order the jobs start in
         cfg = study.cfgs[spec]
         evals_left = [ev for ev in plan.evals_of(spec) if study.outcome(ev).entry is None]
         n_eval += len(evals_left)

@@ -49,8 +49,8 @@ def notes(opts: StudyOptions, noise: Noise) -> list[Block]:
                 "FID noise: a 95% bootstrap interval over the generated images (50 resamples of the union of the "
                 "groups' Inception features, the reference fixed; seed 0), stored per cell in the ledger. "
                 "A resample repeats about a third of the images, and FID rises as the distinct images get fewer, so "
-                "the interval sits slightly above its point estimate (at 20,000 images its middle is 0.5-0.7 above "
-                "it, and the point may lie just below the interval); only its half-width is used, as the noise. "
+                "the interval sits slightly above its point estimate (the point may even lie just below the "
+                "interval); only its half-width is used, as the noise. "
                 + noise_sentence(noise)
                 + " A cell's half-width is the larger of the two; a claim's gap must exceed the combined half-width "
                 "of its two cells (`fissionvae.evaluation.noise.ordering_verdict`). Cells evaluated before the "

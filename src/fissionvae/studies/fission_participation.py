@@ -142,7 +142,11 @@ def participation_blocks(outcomes: dict[EvalSpec, Outcome], ledger: Ledger, asse
 
 
 def participation_figure(runs: list[tuple[Outcome, dict]], path: Path) -> Path | None:
-    """Rows: seeds; columns: groups; bars: the group's share of each round's clients; lines: each run's test loss."""
+    """Rows: seeds; columns: groups; bars: the group's share of each round's clients; lines: each run's test loss.
+
+    The bars are those of the seed's first run: the study's configs share their clients and participation
+    rate, so every run of a seed drew the same cohorts (the table gives each run's own last cohort).
+    """
     import matplotlib
 
     matplotlib.use("Agg")

@@ -43,6 +43,13 @@ def group_counts(cfg: RunConfig) -> dict[str, list[int]]:
     return counts
 
 
+def group_shares(counts: dict[str, list[int]]) -> dict[str, np.ndarray]:
+    """Per group, its share of each round's participants (NaN for a round without participants)."""
+    total = np.sum([np.asarray(c) for c in counts.values()], axis=0)
+    with np.errstate(invalid="ignore"):
+        return {g: np.asarray(c) / total for g, c in counts.items()}
+
+
 def share_loss_correlation(counts: dict[str, list[int]], loss: dict[str, list]) -> dict[str, float | None]:
     """Per group, Pearson's r between its share of a round's participants and its test loss after that round.
 
@@ -50,12 +57,11 @@ def share_loss_correlation(counts: dict[str, list[int]], loss: dict[str, list]) 
     participants, or without a loss, are left out; None where fewer than :data:`MIN_ROUNDS` remain or
     either series is constant.
     """
-    total = np.sum([np.asarray(c) for c in counts.values()], axis=0)
     out: dict[str, float | None] = {}
-    for g, c in counts.items():
+    for g, shares in group_shares(counts).items():
         series = {int(r): float(v) for r, v in loss.get(g, [])}
-        rounds = [r for r in range(1, len(c) + 1) if total[r - 1] > 0 and r in series]
-        share = np.array([c[r - 1] / total[r - 1] for r in rounds])
+        rounds = [r for r in range(1, len(shares) + 1) if not np.isnan(shares[r - 1]) and r in series]
+        share = np.array([shares[r - 1] for r in rounds])
         value = np.array([series[r] for r in rounds])
         ok = len(rounds) >= MIN_ROUNDS and share.std() > 0 and value.std() > 0
         out[g] = float(np.corrcoef(share, value)[0, 1]) if ok else None
@@ -128,20 +134,18 @@ def participation_blocks(outcomes: dict[EvalSpec, Outcome], ledger: Ledger, asse
         ),
     ]
     path = participation_figure(runs, assets / "participation.png")
-    if path is not None:
-        figures["participation"] = path.name
-        blocks += [
-            (
-                "p",
-                "Test negative ELBO per round (lines) over the group's share of that round's participants (bars), "
-                "one row per seed:",
-            ),
-            ("img", f"{PAGE}/{path.name}", "test loss against each round's participants"),
-        ]
-    return blocks
+    figures["participation"] = path.name
+    return blocks + [
+        (
+            "p",
+            "Test negative ELBO per round (lines) over the group's share of that round's participants (bars), "
+            "one row per seed:",
+        ),
+        ("img", f"{PAGE}/{path.name}", "test loss against each round's participants"),
+    ]
 
 
-def participation_figure(runs: list[tuple[Outcome, dict]], path: Path) -> Path | None:
+def participation_figure(runs: list[tuple[Outcome, dict]], path: Path) -> Path:
     """Rows: seeds; columns: groups; bars: the group's share of each round's clients; lines: each run's test loss.
 
     The bars are those of the seed's first run: the study's configs share their clients and participation
@@ -158,11 +162,10 @@ def participation_figure(runs: list[tuple[Outcome, dict]], path: Path) -> Path |
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for row, seed in enumerate(seeds):
         of_seed = [(o, rec) for o, rec in runs if o.cfg.seed == seed]
-        counts = group_counts(of_seed[0][0].cfg)
-        total = np.maximum(np.sum([np.asarray(c) for c in counts.values()], axis=0), 1)
+        shares = group_shares(group_counts(of_seed[0][0].cfg))
         for ax, g in zip(axes[row], groups, strict=True):
             bars = ax.twinx()
-            bars.bar(range(1, len(total) + 1), np.asarray(counts[g]) / total, color="0.85", width=0.9)
+            bars.bar(range(1, len(shares[g]) + 1), np.nan_to_num(shares[g]), color="0.85", width=0.9)
             bars.set_ylim(0, 1)
             bars.set_ylabel(f"{g} share of the round's clients", fontsize=8)
             ax.set_zorder(bars.get_zorder() + 1)

@@ -20,8 +20,9 @@ from fissionvae.federation.engine import train
 from fissionvae.runs import RunDir
 from fissionvae.studies import common
 from fissionvae.studies.cli import register
-from fissionvae.studies.fission import FID_IMAGES_PER_CPU_SECOND, Study, describe_plan, run_fission_study
+from fissionvae.studies.fission import Study, run_fission_study
 from fissionvae.studies.fission_claims import Noise, check_claims
+from fissionvae.studies.fission_estimate import FID_IMAGES_PER_CPU_SECOND, describe_plan
 from fissionvae.studies.fission_ledger import Ledger, LedgerError, numbers
 from fissionvae.studies.fission_options import CONFIGS_DIR, Scale, StudyOptions, resolve_config
 from fissionvae.studies.fission_page import _cell
@@ -641,3 +642,23 @@ def test_an_evaluation_on_another_test_subset_is_not_reused(study):
         StudyOptions(**{**subset.__dict__, "out": root / "subset-page", "evaluate": False})
     ).read_text()
     assert "seeded subset of 30 test images per group" in md
+
+
+def test_only_restricts_this_call_to_the_named_runs(tmp_path, capsys):
+    """--only: a session trains and evaluates the units that fit it; the plan and the jobs hold those runs only."""
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="cmd"))
+    argv = ["study", "fission", "--tables", "3,noise", "--preset", "tiny", "--runs-dir", str(tmp_path), "--plan"]
+    args = parser.parse_args([*argv, "--only", "fission_d-centralized-tiny, fedvae-seed1-tiny"])
+    assert args.only == ("fission_d-centralized-tiny", "fedvae-seed1-tiny") and args.func(args) == 0
+    rows = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:3]]
+    assert rows == ["fedvae-seed1-tiny", "fission_d-centralized-tiny"]  # the noise run first, as without --only
+    opts = StudyOptions(
+        tables=("3", "noise"), scale=Scale(tiny=True), runs_dir=tmp_path / "r", only=("fission_d-centralized-tiny",)
+    )
+    assert [job.key for job in Study(opts).jobs()] == ["train fission_d/centralized", "eval fission_d/centralized/eval"]
+    plan = describe_plan(opts)
+    assert "\n1 run; training left: " in plan and plan.count("-tiny ") == 1 and "\n2 evaluations left" not in plan
+    assert "--only" not in opts.command()  # the page's completion command finishes every cell
+    with pytest.raises(ValueError, match=r"--only fission_d-tiny-centralized: not a run of --tables 3,noise; one of "):
+        Study(StudyOptions(**{**opts.__dict__, "only": ("fission_d-tiny-centralized",)}))

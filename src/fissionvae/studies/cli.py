@@ -13,7 +13,8 @@ from pathlib import Path
 
 from fissionvae import cli_options as opts
 from fissionvae.studies.dugdale import PRESETS, run_dugdale_study
-from fissionvae.studies.fission import describe_plan, run_fission_study
+from fissionvae.studies.fission import run_fission_study
+from fissionvae.studies.fission_estimate import describe_plan
 from fissionvae.studies.fission_options import DATASETS, Scale, StudyOptions
 from fissionvae.studies.fission_plan import parse_tables
 
@@ -153,6 +154,14 @@ def _add_fission(studies: argparse._SubParsersAction) -> None:
         "finished and write the page",
     )
     f.add_argument(
+        "--only",
+        type=lambda text: tuple(n.strip() for n in text.split(",") if n.strip()),
+        default=(),
+        metavar="RUNS",
+        help="comma-separated run names as --plan prints them: train and evaluate only these in this call (the "
+        "units that fit a session); the page still shows every table",
+    )
+    f.add_argument(
         "--max-rounds-per-run",
         type=int,
         help="train each run by at most this many rounds in this call (it resumes next time)",
@@ -230,6 +239,7 @@ def cmd_fission(args: argparse.Namespace) -> int:
         overrides=tuple(args.overrides),
         max_runs=args.max_runs,
         max_rounds_per_run=args.max_rounds_per_run,
+        only=args.only,
         evaluate=not args.no_eval,
         baselines=tuple(args.baselines),
         fallback_scale=None if args.fallback_scale is None else Scale.parse(args.fallback_scale),

@@ -11,7 +11,8 @@ ledger (:mod:`fissionvae.studies.fission_ledger`) and rewrites the page from the
 A cell whose evaluation is in the ledger is done, even when its run folder is gone. The other
 cells become jobs (:mod:`fissionvae.studies.schedule`): a federated run uses both cores through
 the engine's worker pool and runs alone; centralised runs and evaluations use one core each and
-run two side by side.
+run two side by side. ``--only`` restricts a call to the named runs; ``--plan`` is
+:mod:`fissionvae.studies.fission_estimate`.
 """
 
 from __future__ import annotations
@@ -22,14 +23,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from fissionvae.config import RunConfig
 from fissionvae.evaluation.evaluate import EvalOptions, evaluate_run
 from fissionvae.evaluation.floor_eval import floor_entry
 from fissionvae.evaluation.inception import resolve_inception_path
-from fissionvae.evaluation.runtimes import resolve_runtime
 from fissionvae.runs import RunDir
 from fissionvae.studies.common import (
     config_digest,
@@ -39,9 +38,8 @@ from fissionvae.studies.common import (
     matching_runs,
     read_status,
 )
-from fissionvae.studies.fission_ledger import Ledger, Outcome, cpu_model, numbers
+from fissionvae.studies.fission_ledger import Ledger, Outcome, numbers
 from fissionvae.studies.fission_options import (
-    PAPER_EVAL_IMAGES,
     Scale,
     StudyOptions,
     count_passes,
@@ -54,9 +52,6 @@ from fissionvae.studies.fission_plan import EvalSpec, Plan, RunSpec, make_plan
 from fissionvae.studies.fission_tables import baseline_entries
 from fissionvae.studies.schedule import Job, run_jobs
 
-# FID Inception images per CPU-second on the 2-core AMD EPYC dev machine, per runtime, preprocessing
-# included (docs/benchmarks.md, "FID features under OpenVINO and ONNX Runtime"): the plan's estimate.
-FID_IMAGES_PER_CPU_SECOND = {"openvino": 8.47, "onnx": 7.46, "torch": 2.59}
 GRID_IMAGES = 25  # generations per cell and group kept in the ledger (5 x 5)
 
 
@@ -165,6 +160,12 @@ class Study:
         }  # every config is resolved and validated before anything trains
         self.ledger = Ledger.load(opts.ledger_path)
         self.grids_dir = self.ledger.folder / "cells"
+        names = sorted(self.cfgs[spec].name for spec in self.work.runs)
+        unknown = [n for n in opts.only if n not in names]
+        if unknown:
+            raise ValueError(
+                f"--only {','.join(unknown)}: not a run of --tables {','.join(opts.tables)}; one of {', '.join(names)}"
+            )
 
     def eopts(self, ev: EvalSpec) -> EvalOptions:
         return eval_options(ev, self.opts)
@@ -219,9 +220,11 @@ class Study:
         return jobs
 
     def job_order(self) -> list[RunSpec]:
-        """The runs in the order their jobs start: those of the noise table first (until the seed noise is
-        measured no FID claim can be decided), then plan order. The order changes no number."""
-        return sorted(self.work.runs, key=lambda spec: "noise" not in self.work.tables_of(spec))
+        """The runs this call works on (``--only``: those named), in the order their jobs start: those of the
+        noise table first (until the seed noise is measured no FID claim can be decided), then plan order.
+        Neither the order nor the selection changes a number."""
+        runs = [spec for spec in self.work.runs if not self.opts.only or self.cfgs[spec].name in self.opts.only]
+        return sorted(runs, key=lambda spec: "noise" not in self.work.tables_of(spec))
 
     def record_existing(self, ev: EvalSpec) -> None:
         """(--no-eval) An evaluation that already exists in the run folder goes into the ledger; nothing is computed."""
@@ -321,74 +324,3 @@ def run_fission_study(opts: StudyOptions) -> Path:
     if opts.evaluate:
         study.ensure_floor()
     return page(study)
-
-
-def describe_plan(opts: StudyOptions, samples_per_second: float = 5000.0) -> str:
-    """A text table of the plan, in the order the jobs start: each run, its tables, state, planned sample passes
-    and training time left.
-
-    A run's time is at the median samples/s of the ledger's finished runs of its mode trained on
-    this CPU model (load included), else on any CPU, else at ``samples_per_second``.
-    """
-    study = Study(opts)
-    plan = study.work
-    measured = {mode: float(np.median(r)) for mode, r in study.ledger.training_rates().items()}
-    here = {mode: float(np.median(r)) for mode, r in study.ledger.training_rates(cpu_model()).items()}
-    measured.update(here)
-    lines = [f"{'run':<44} {'tables':<12} {'state':<22} {'sample passes':>14} {'hours':>6}"]
-    total, total_hours, n_eval = 0.0, 0.0, 0
-    for spec in study.job_order():  # the order the jobs start in
-        cfg = study.cfgs[spec]
-        evals_left = [ev for ev in plan.evals_of(spec) if study.outcome(ev).entry is None]
-        n_eval += len(evals_left)
-        run, status = existing_run(cfg, opts.runs_dir)
-        if not evals_left:
-            state, done_frac = "in the ledger", 1.0
-        elif run is None:
-            state, done_frac = "new", 0.0
-        else:
-            done_frac = (status or {}).get("rounds_done", 0) / cfg.effective_rounds
-            state = f"{(status or {}).get('state')} {(status or {}).get('rounds_done', 0)}/{cfg.effective_rounds}"
-        passes = planned_sample_passes(cfg)
-        left = passes * (1 - done_frac)
-        hours = left / measured.get(cfg.mode, samples_per_second) / 3600
-        total, total_hours = total + left, total_hours + hours
-        lines.append(f"{cfg.name:<44} {','.join(plan.tables_of(spec)):<12} {state:<22} {passes:>14,.0f} {hours:>6.2f}")
-    rates = ", ".join(
-        f"{'federated' if mode == 'federated' else 'centralised'} "
-        + (
-            f"{measured[mode]:,.0f} (the ledger's median{', this CPU' if mode in here else ', other CPUs'})"
-            if mode in measured
-            else f"{samples_per_second:,.0f}"
-        )
-        for mode in ("federated", "centralized")
-    )
-    lines.append(
-        f"{len(plan.runs)} runs; training left: {total:,.0f} sample passes = {total_hours:.1f} h at {rates} samples/s"
-    )
-    gen = opts.num_samples or opts.scale.num_samples() or PAPER_EVAL_IMAGES
-    lines.append(_evaluation_line(study.ledger, opts, n_eval, gen))
-    return "\n".join(lines)
-
-
-def _evaluation_line(ledger: Ledger, opts: StudyOptions, n_eval: int, gen: int) -> str:
-    """The plan's evaluation time: at the median wall time of the ledger's evaluations of ``gen``
-    generated images on this CPU model, else on any CPU, else at the benchmark's FID rate."""
-    if not opts.fid:
-        return f"{n_eval} evaluations left, no FID"
-    head = f"{n_eval} evaluations left x {gen:,} generated images"
-    here, anywhere = ledger.evaluation_seconds(gen, cpu_model()), ledger.evaluation_seconds(gen)
-    if anywhere:
-        seconds = float(np.median(here or anywhere))
-        where = "this CPU" if here else "other CPUs"
-        return (
-            f"{head}: {n_eval * seconds / 3600:.1f} h of one CPU core at {seconds / 60:.0f} min each "
-            f"(the ledger's median, {where}); --jobs 2 runs two at once"
-        )
-    runtime = resolve_runtime("auto", opts.device or "cpu")
-    rate = FID_IMAGES_PER_CPU_SECOND[runtime]
-    return (
-        f"{head} = {n_eval * gen:,} images through the FID Inception: "
-        f"{n_eval * gen / rate / 3600:.1f} h of one CPU core at {rate:g} images/s with {runtime} "
-        f"(docs/benchmarks.md); --jobs 2 runs two at once"
-    )

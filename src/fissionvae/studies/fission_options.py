@@ -134,6 +134,7 @@ class StudyOptions:
     overrides: tuple[str, ...] = ()  # --set KEY=VALUE for every run (changes identity unless it is an ignored key)
     max_runs: int | None = None  # train (or continue) at most this many unfinished runs in this call
     max_rounds_per_run: int | None = None  # and each by at most this many rounds
+    only: tuple[str, ...] = ()  # run names (as --plan prints them): this call trains and evaluates these only
     evaluate: bool = True
     baselines: tuple[Path, ...] = ()  # evaluated run folders of other models (FedGAN): extra Table 3 rows
     fallback_scale: Scale | None = None  # fill cells not done at this scale from finished, evaluated runs of that scale
